@@ -1,0 +1,82 @@
+//! The `api-main` role: health and the dashboard's data.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::http::header;
+use actix_web::{middleware, web, HttpResponse};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::ApiMain;
+use crate::haproxy_stats::{self, HaproxyReport};
+use crate::host::HostReport;
+use crate::metrics::{metrics_endpoint, Metrics};
+use crate::{get_or_head, OriginError};
+
+/// The body of `GET /api/data`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DataReport {
+    /// Always "ok": the API answered (HAProxy's reachability is reported inside).
+    pub status: &'static str,
+    /// Always "api".
+    pub tier: &'static str,
+    /// The API's build id.
+    pub build: String,
+    /// When the report was made, in milliseconds since the Unix epoch.
+    pub generated_at_ms: u64,
+    /// The machine the API runs on.
+    pub host: HostReport,
+    /// HAProxy's view of the servers.
+    pub haproxy: HaproxyReport,
+}
+
+/// Registers `api-main`: `/api/healthz`, `/api/data`, `/metrics`; anything else is 404.
+pub fn configure_api_main(cfg: &mut web::ServiceConfig, api: &ApiMain, metrics: &Metrics) {
+    cfg.app_data(web::Data::new(metrics.clone()))
+        .app_data(web::Data::new(api.clone()))
+        .service(
+            web::scope("")
+                .wrap(middleware::Compress::default())
+                .wrap(metrics.observe())
+                .service(web::resource("/api/healthz").route(get_or_head().to(healthz)))
+                .service(web::resource("/api/data").route(get_or_head().to(data)))
+                .service(web::resource("/metrics").route(web::get().to(metrics_endpoint)))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(OriginError::NotFound)
+                })),
+        );
+}
+
+async fn healthz(api: web::Data<ApiMain>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({"status": "ok", "tier": "api", "build": api.build_id}))
+}
+
+async fn data(api: web::Data<ApiMain>) -> actix_web::Result<HttpResponse> {
+    // /proc reads are quick but blocking: keep them off the async workers.
+    let (host, haproxy) = tokio::join!(
+        web::block(|| HostReport::read(Path::new("/proc"))),
+        haproxy_stats::report(&api.haproxy_socket, api.stats_timeout),
+    );
+    let report = DataReport {
+        status: "ok",
+        tier: "api",
+        build: api.build_id.clone(),
+        generated_at_ms: unix_millis(),
+        host: host?,
+        haproxy,
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(report))
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}

@@ -1,0 +1,232 @@
+//! The command line: one subcommand per role, every flag with an environment fallback.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Build id used when neither `--build-id` nor `ORIGIN_BUILD_ID` is given.
+pub const DEFAULT_BUILD_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "-dev");
+
+/// How long `/api/data` waits for HAProxy's stats socket before reporting it unreachable.
+pub const DEFAULT_STATS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The origin servers behind HAProxy: static tier, main API and their fallbacks.
+///
+/// Prints the bound address as the first line of standard output; logs go to standard error
+/// (filter with RUST_LOG, default `info`). With systemd-style socket activation (`LISTEN_FDS`)
+/// it serves on the inherited listening socket instead of binding `--listen`.
+#[derive(Debug, Parser)]
+#[command(name = "origin", version)]
+pub struct Cli {
+    /// The role this process plays.
+    #[command(subcommand)]
+    pub role: Role,
+}
+
+/// The four roles; HAProxy sends traffic to a fallback only while its main server is down.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Role {
+    /// Serve the dashboard and its assets from the www directory.
+    StaticMain {
+        /// Where and how to listen.
+        #[command(flatten)]
+        server: ServerArgs,
+        /// What to serve.
+        #[command(flatten)]
+        site: StaticMain,
+    },
+    /// Answer every page with the maintenance page (503), serving only its own assets.
+    StaticFallback {
+        /// Where and how to listen.
+        #[command(flatten)]
+        server: ServerArgs,
+        /// What to serve.
+        #[command(flatten)]
+        site: StaticFallback,
+    },
+    /// Serve `/api/healthz` and `/api/data` (host metrics and HAProxy's view of the servers).
+    ApiMain {
+        /// Where and how to listen.
+        #[command(flatten)]
+        server: ServerArgs,
+        /// What to serve.
+        #[command(flatten)]
+        api: ApiMain,
+    },
+    /// Answer every API request with 503 `{"status":"maintenance"}`.
+    ApiFallback {
+        /// Where and how to listen.
+        #[command(flatten)]
+        server: ServerArgs,
+        /// What to serve.
+        #[command(flatten)]
+        api: ApiFallback,
+    },
+}
+
+impl Role {
+    /// The role's name as written on the command line, used in logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::StaticMain { .. } => "static-main",
+            Role::StaticFallback { .. } => "static-fallback",
+            Role::ApiMain { .. } => "api-main",
+            Role::ApiFallback { .. } => "api-fallback",
+        }
+    }
+
+    /// The listening and shutdown settings, shared by every role.
+    pub fn server(&self) -> &ServerArgs {
+        match self {
+            Role::StaticMain { server, .. }
+            | Role::StaticFallback { server, .. }
+            | Role::ApiMain { server, .. }
+            | Role::ApiFallback { server, .. } => server,
+        }
+    }
+
+    /// The build id this process reports.
+    pub fn build_id(&self) -> &str {
+        match self {
+            Role::StaticMain { site, .. } => &site.build_id,
+            Role::StaticFallback { site, .. } => &site.build_id,
+            Role::ApiMain { api, .. } => &api.build_id,
+            Role::ApiFallback { api, .. } => &api.build_id,
+        }
+    }
+}
+
+/// Where to listen and how long to wait for in-flight requests at shutdown.
+#[derive(Clone, Debug, Args)]
+#[group(skip)]
+pub struct ServerArgs {
+    /// Address to listen on (host:port; port 0 picks a free port). Ignored when a listening
+    /// socket is inherited through LISTEN_FDS.
+    #[arg(
+        long,
+        env = "ORIGIN_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0"
+    )]
+    pub listen: String,
+
+    /// Seconds to let in-flight requests finish after SIGTERM before closing them.
+    #[arg(
+        long,
+        env = "ORIGIN_SHUTDOWN_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
+    pub shutdown_timeout: u64,
+}
+
+/// Settings of the `static-main` role.
+#[derive(Clone, Debug, Args)]
+#[group(skip)]
+pub struct StaticMain {
+    /// Directory to serve (index.html at `/`).
+    #[arg(long, env = "ORIGIN_WWW", value_name = "DIR", default_value = "www")]
+    pub www: PathBuf,
+
+    /// Build id reported by `/healthz` and in logs and metrics.
+    #[arg(long, env = "ORIGIN_BUILD_ID", value_name = "ID", default_value = DEFAULT_BUILD_ID)]
+    pub build_id: String,
+}
+
+/// Settings of the `static-fallback` role.
+#[derive(Clone, Debug, Args)]
+#[group(skip)]
+pub struct StaticFallback {
+    /// Directory holding maintenance.html, maintenance.css and pkg/.
+    #[arg(long, env = "ORIGIN_WWW", value_name = "DIR", default_value = "www")]
+    pub www: PathBuf,
+
+    /// Build id reported by `/healthz` and in logs and metrics.
+    #[arg(long, env = "ORIGIN_BUILD_ID", value_name = "ID", default_value = DEFAULT_BUILD_ID)]
+    pub build_id: String,
+
+    /// Value of the Retry-After header on 503 answers, in seconds.
+    #[arg(
+        long,
+        env = "ORIGIN_RETRY_AFTER",
+        value_name = "SECS",
+        default_value_t = 5
+    )]
+    pub retry_after: u32,
+}
+
+/// Settings of the `api-main` role.
+#[derive(Clone, Debug, Args)]
+#[group(skip)]
+pub struct ApiMain {
+    /// HAProxy's stats socket (runtime API), read for `/api/data`.
+    #[arg(
+        long,
+        env = "ORIGIN_HAPROXY_SOCKET",
+        value_name = "PATH",
+        default_value = "target/stack/haproxy.sock"
+    )]
+    pub haproxy_socket: PathBuf,
+
+    /// Build id reported by `/api/healthz`, `/api/data` and in logs and metrics.
+    #[arg(long, env = "ORIGIN_BUILD_ID", value_name = "ID", default_value = DEFAULT_BUILD_ID)]
+    pub build_id: String,
+
+    /// Longest wait for the stats socket (connect, command and answer together).
+    #[arg(skip = DEFAULT_STATS_TIMEOUT)]
+    pub stats_timeout: Duration,
+}
+
+/// Settings of the `api-fallback` role.
+#[derive(Clone, Debug, Args)]
+#[group(skip)]
+pub struct ApiFallback {
+    /// Build id reported in logs and metrics.
+    #[arg(long, env = "ORIGIN_BUILD_ID", value_name = "ID", default_value = DEFAULT_BUILD_ID)]
+    pub build_id: String,
+
+    /// Value of the Retry-After header on 503 answers, in seconds.
+    #[arg(
+        long,
+        env = "ORIGIN_RETRY_AFTER",
+        value_name = "SECS",
+        default_value_t = 5
+    )]
+    pub retry_after: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_reach_the_role() {
+        let cli = Cli::try_parse_from([
+            "origin",
+            "api-main",
+            "--listen",
+            "127.0.0.1:9000",
+            "--haproxy-socket",
+            "/run/h.sock",
+            "--build-id",
+            "b1",
+        ])
+        .unwrap();
+        assert_eq!(cli.role.name(), "api-main");
+        assert_eq!(cli.role.server().listen, "127.0.0.1:9000");
+        assert_eq!(cli.role.build_id(), "b1");
+        let Role::ApiMain { api, .. } = cli.role else {
+            panic!("parsed the wrong role");
+        };
+        assert_eq!(api.haproxy_socket, PathBuf::from("/run/h.sock"));
+        assert_eq!(api.stats_timeout, DEFAULT_STATS_TIMEOUT);
+    }
+}

@@ -1,0 +1,296 @@
+//! HAProxy's view of the servers, read from its stats socket (runtime API, `show stat`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+/// Largest answer read from the socket; a real `show stat` for this stack is a few kB.
+const MAX_ANSWER_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The `haproxy` object of `/api/data`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HaproxyReport {
+    /// Whether the socket answered with a stats table.
+    pub reachable: bool,
+    /// Why not, as a sentence; `null` when reachable.
+    pub error: Option<String>,
+    /// The socket's path.
+    pub socket: String,
+    /// One entry per server line (not FRONTEND, not BACKEND).
+    pub servers: Vec<ServerState>,
+    /// One entry per BACKEND line.
+    pub backends: Vec<BackendState>,
+}
+
+/// A server as HAProxy sees it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServerState {
+    /// Its backend (`pxname`).
+    pub backend: String,
+    /// Its name (`svname`).
+    pub server: String,
+    /// `status`: "UP", "DOWN", "MAINT", "no check", "UP 1/2", ...
+    pub state: String,
+    /// Whether it is a backup server (`bck`).
+    pub backup: bool,
+    /// Seconds since its last state change (`lastchg`).
+    pub since_s: Option<u64>,
+    /// Last health check's result (`check_status`, e.g. "L7OK"); `null` without checks.
+    pub check_status: Option<String>,
+    /// Last health check's duration (`check_duration`).
+    pub check_duration_ms: Option<u64>,
+    /// Current sessions (`scur`).
+    pub sessions: u64,
+    /// Sessions since start (`stot`).
+    pub total_sessions: u64,
+    /// Responses with a 5xx status (`hrsp_5xx`).
+    pub http_5xx: u64,
+    /// Connection plus response errors (`econ` + `eresp`).
+    pub errors: u64,
+}
+
+/// A backend as HAProxy sees it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BackendState {
+    /// Its name (`pxname`).
+    pub name: String,
+    /// `status`: "UP" or "DOWN".
+    pub state: String,
+    /// Current sessions (`scur`).
+    pub sessions: u64,
+    /// HTTP requests since start (`req_tot`).
+    pub total_requests: u64,
+    /// Responses with a 5xx status (`hrsp_5xx`).
+    pub http_5xx: u64,
+    /// Connection plus response errors (`econ` + `eresp`).
+    pub errors: u64,
+}
+
+/// Why the stats could not be read.
+#[derive(Debug)]
+pub enum StatsError {
+    /// Connecting to the socket failed.
+    Connect(PathBuf, io::Error),
+    /// Sending the command or reading the answer failed.
+    Exchange(PathBuf, io::Error),
+    /// No complete answer within the time limit.
+    Timeout(PathBuf, Duration),
+    /// The answer was not a `show stat` table (e.g. "Permission denied").
+    NotAStatsTable(String),
+    /// The table lacks a column this report needs.
+    MissingColumn(&'static str),
+}
+
+impl fmt::Display for StatsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatsError::Connect(path, err) if err.kind() == io::ErrorKind::NotFound => write!(
+                f,
+                "HAProxy's stats socket {} does not exist; is HAProxy running with `stats socket` at that path?",
+                path.display()
+            ),
+            StatsError::Connect(path, err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+                write!(
+                    f,
+                    "nothing listens on HAProxy's stats socket {} (connection refused); HAProxy is probably stopped.",
+                    path.display()
+                )
+            }
+            StatsError::Connect(path, err) => write!(
+                f,
+                "cannot connect to HAProxy's stats socket {}: {err}.",
+                path.display()
+            ),
+            StatsError::Exchange(path, err) => write!(
+                f,
+                "HAProxy's stats socket {} broke off the exchange: {err}.",
+                path.display()
+            ),
+            StatsError::Timeout(path, limit) => write!(
+                f,
+                "HAProxy's stats socket {} did not answer `show stat` within {} ms.",
+                path.display(),
+                limit.as_millis()
+            ),
+            StatsError::NotAStatsTable(first_line) => write!(
+                f,
+                "HAProxy answered `show stat` with {first_line:?} instead of a stats table; check the socket's access level."
+            ),
+            StatsError::MissingColumn(name) => write!(
+                f,
+                "HAProxy's stats table has no `{name}` column; this HAProxy version is not supported."
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StatsError {}
+
+/// The server and backend lines of a `show stat` table.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatsTable {
+    /// Server lines.
+    pub servers: Vec<ServerState>,
+    /// BACKEND lines.
+    pub backends: Vec<BackendState>,
+}
+
+/// Asks HAProxy for `show stat` and reports the result, reachable or not.
+pub async fn report(socket: &Path, limit: Duration) -> HaproxyReport {
+    let outcome = match tokio::time::timeout(limit, show_stat(socket)).await {
+        Ok(Ok(answer)) => parse_show_stat(&answer),
+        Ok(Err(err)) => Err(err),
+        Err(_) => Err(StatsError::Timeout(socket.to_owned(), limit)),
+    };
+    let socket = socket.display().to_string();
+    match outcome {
+        Ok(table) => HaproxyReport {
+            reachable: true,
+            error: None,
+            socket,
+            servers: table.servers,
+            backends: table.backends,
+        },
+        Err(err) => HaproxyReport {
+            reachable: false,
+            error: Some(err.to_string()),
+            socket,
+            servers: Vec::new(),
+            backends: Vec::new(),
+        },
+    }
+}
+
+/// One non-interactive runtime-API exchange: HAProxy closes the connection after answering.
+async fn show_stat(socket: &Path) -> Result<String, StatsError> {
+    let mut stream = UnixStream::connect(socket)
+        .await
+        .map_err(|err| StatsError::Connect(socket.to_owned(), err))?;
+    let exchange = |err| StatsError::Exchange(socket.to_owned(), err);
+    stream.write_all(b"show stat\n").await.map_err(exchange)?;
+    let mut answer = Vec::new();
+    stream
+        .take(MAX_ANSWER_BYTES)
+        .read_to_end(&mut answer)
+        .await
+        .map_err(exchange)?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// Parses HAProxy's `show stat` CSV, locating columns by the names in its header line.
+pub fn parse_show_stat(answer: &str) -> Result<StatsTable, StatsError> {
+    let mut lines = answer.lines();
+    let header = lines
+        .next()
+        .and_then(|line| line.strip_prefix("# "))
+        .ok_or_else(|| {
+            StatsError::NotAStatsTable(answer.lines().next().unwrap_or("").trim().to_owned())
+        })?;
+    let columns: HashMap<&str, usize> = header
+        .split(',')
+        .enumerate()
+        .map(|(index, name)| (name, index))
+        .collect();
+    let column = |name: &'static str| {
+        columns
+            .get(name)
+            .copied()
+            .ok_or(StatsError::MissingColumn(name))
+    };
+    let pxname = column("pxname")?;
+    let svname = column("svname")?;
+    let scur = column("scur")?;
+    let stot = column("stot")?;
+    let status = column("status")?;
+    let lastchg = column("lastchg")?;
+    let check_status = column("check_status")?;
+    let check_duration = column("check_duration")?;
+    let bck = column("bck")?;
+    let hrsp_5xx = column("hrsp_5xx")?;
+    let eresp = column("eresp")?;
+    let econ = column("econ")?;
+    let req_tot = column("req_tot")?;
+    let kind = column("type")?;
+
+    let mut table = StatsTable::default();
+    for line in lines.filter(|line| !line.trim().is_empty() && !line.starts_with('#')) {
+        let fields: Vec<&str> = line.split(',').collect();
+        let text = |index: usize| fields.get(index).copied().unwrap_or("");
+        let number = |index: usize| text(index).parse::<u64>().ok();
+        let count = |index: usize| number(index).unwrap_or(0);
+        // type: 0 frontend, 1 backend, 2 server, 3 listener.
+        match (text(kind), text(svname)) {
+            ("0" | "3", _) | (_, "FRONTEND") => {}
+            ("1", _) | (_, "BACKEND") => table.backends.push(BackendState {
+                name: text(pxname).to_owned(),
+                state: text(status).to_owned(),
+                sessions: count(scur),
+                total_requests: count(req_tot),
+                http_5xx: count(hrsp_5xx),
+                errors: count(econ) + count(eresp),
+            }),
+            _ => table.servers.push(ServerState {
+                backend: text(pxname).to_owned(),
+                server: text(svname).to_owned(),
+                state: text(status).to_owned(),
+                backup: text(bck) == "1",
+                since_s: number(lastchg),
+                // "* L7OK" means a check is running now; the last result is what matters.
+                check_status: Some(text(check_status).trim_start_matches("* ").to_owned())
+                    .filter(|status| !status.is_empty()),
+                check_duration_ms: number(check_duration),
+                sessions: count(scur),
+                total_sessions: count(stot),
+                http_5xx: count(hrsp_5xx),
+                errors: count(econ) + count(eresp),
+            }),
+        }
+    }
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_answers_without_a_header() {
+        let err = parse_show_stat("Permission denied\n\n").unwrap_err();
+        assert!(err.to_string().contains("Permission denied"), "{err}");
+        assert!(matches!(
+            parse_show_stat(""),
+            Err(StatsError::NotAStatsTable(_))
+        ));
+    }
+
+    #[test]
+    fn names_a_missing_column() {
+        let err = parse_show_stat("# pxname,svname\nweb,FRONTEND\n").unwrap_err();
+        assert!(matches!(err, StatsError::MissingColumn("scur")), "{err}");
+    }
+
+    #[test]
+    fn finds_columns_by_name_in_any_order() {
+        let csv = "# type,svname,pxname,status,scur,stot,lastchg,check_status,check_duration,bck,hrsp_5xx,eresp,econ,req_tot,\n\
+                   0,FRONTEND,web,OPEN,1,10,,,,,0,,,10,\n\
+                   2,a,api,UP,2,20,30,* L7OK,1,0,3,1,2,,\n\
+                   2,b,api,no check,0,0,40,,,1,0,0,0,,\n\
+                   1,BACKEND,api,UP,2,20,30,,,0,3,1,2,25,\n";
+        let table = parse_show_stat(csv).unwrap();
+        assert_eq!(table.servers.len(), 2);
+        assert_eq!(table.servers[0].server, "a");
+        assert_eq!(table.servers[0].check_status.as_deref(), Some("L7OK"));
+        assert_eq!(table.servers[0].errors, 3);
+        assert_eq!(table.servers[1].check_status, None);
+        assert_eq!(table.servers[1].check_duration_ms, None);
+        assert!(table.servers[1].backup);
+        assert_eq!(table.backends.len(), 1);
+        assert_eq!(table.backends[0].total_requests, 25);
+    }
+}
