@@ -1,0 +1,1300 @@
+//! The recovery rules as a deterministic, sans-IO state machine.
+//!
+//! [`RecoveryMachine`] takes [`Event`]s (the time, probe results, the tab's visibility, the
+//! user's clicks) and answers with [`Action`]s for the browser glue to carry out. Time,
+//! randomness and the network enter from outside, so every rule below is a plain `#[test]`:
+//!
+//! - one probe pair (static `/healthz` + API `/api/healthz`) at a time, each with a timeout;
+//! - between pairs, the interval with random jitter, so tabs do not probe in lockstep;
+//! - a healthy, build-compatible pair is confirmed by a second one `confirm_ms` later before
+//!   anything happens, and an unhealthy confirmation goes back to waiting;
+//! - once confirmed, navigation waits a random `0..spread_ms`, so tabs come back spread out;
+//! - at most one navigation, ever: after [`Action::Navigate`] the machine ignores everything;
+//! - a hidden tab does not probe; becoming visible, going online or "Check now" probes at once.
+//!
+//! This module allocates only small strings and avoids `format!`, so it stays cheap in Wasm.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::target;
+
+/// Timing knobs, read from `data-*` attributes on the page's `<body>`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Config {
+    /// Time between two probe pairs before jitter (`data-interval-ms`).
+    pub interval_ms: u32,
+    /// A probe that has not answered after this long counts as a timeout (`data-timeout-ms`).
+    pub timeout_ms: u32,
+    /// Relative jitter of the interval: the wait is `interval_ms * (1 ± jitter)` (`data-jitter`).
+    pub jitter: f64,
+    /// Delay of the confirming pair after the first healthy one (`data-confirm-ms`, at most 1 s).
+    pub confirm_ms: u32,
+    /// Navigation waits a random `0..spread_ms` after a confirmed recovery (`data-spread-ms`).
+    pub spread_ms: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interval_ms: 5000,
+            timeout_ms: 3000,
+            jitter: 0.2,
+            confirm_ms: 500,
+            spread_ms: 4000,
+        }
+    }
+}
+
+impl Config {
+    /// Builds a configuration from the raw attribute values; a value that is absent, not a
+    /// plain decimal number, or out of its sane range falls back to that knob's default.
+    pub fn from_attributes(
+        interval_ms: Option<&str>,
+        timeout_ms: Option<&str>,
+        jitter: Option<&str>,
+        confirm_ms: Option<&str>,
+        spread_ms: Option<&str>,
+    ) -> Config {
+        let default = Config::default();
+        let ms = |raw: Option<&str>, min: u32, max: u32, fallback: u32| {
+            raw.and_then(parse_decimal)
+                .filter(|v| {
+                    *v >= f64::from(min) && *v <= f64::from(max) && f64::from(*v as u32) == *v
+                })
+                .map_or(fallback, |v| v as u32)
+        };
+        Config {
+            interval_ms: ms(interval_ms, 100, 3_600_000, default.interval_ms),
+            timeout_ms: ms(timeout_ms, 1, 60_000, default.timeout_ms),
+            jitter: jitter
+                .and_then(parse_decimal)
+                .filter(|j| (0.0..=0.5).contains(j))
+                .unwrap_or(default.jitter),
+            confirm_ms: ms(confirm_ms, 0, 1000, default.confirm_ms),
+            spread_ms: ms(spread_ms, 0, 60_000, default.spread_ms),
+        }
+    }
+
+    /// The wait before the next regular probe: `interval_ms * (1 + jitter * (2r - 1))` for a
+    /// random `r` in `[0, 1)`, so always within `interval_ms * (1 ± jitter)`.
+    pub fn jittered_interval(&self, random: f64) -> u32 {
+        let spread = self.jitter * (2.0 * unit(random) - 1.0);
+        (f64::from(self.interval_ms) * (1.0 + spread)) as u32
+    }
+
+    /// The wait between a confirmed recovery and navigation: a random `0..spread_ms`.
+    pub fn spread_delay(&self, random: f64) -> u32 {
+        (unit(random) * f64::from(self.spread_ms)) as u32
+    }
+}
+
+/// Parses `123` or `0.25`: digits with at most one dot, nothing else (no sign, exponent or
+/// spaces). Hand-written because `str::parse::<f64>` costs kilobytes of Wasm.
+fn parse_decimal(raw: &str) -> Option<f64> {
+    let bytes = raw.as_bytes();
+    let (int, frac) = match bytes.iter().position(|&b| b == b'.') {
+        Some(dot) => (bytes.get(..dot)?, bytes.get(dot + 1..)?),
+        None => (bytes, &[][..]),
+    };
+    if int.is_empty() && frac.is_empty() || int.len() > 9 || frac.len() > 9 {
+        return None;
+    }
+    let mut value = 0.0;
+    for &b in int {
+        value = value * 10.0 + f64::from(digit(b)?);
+    }
+    let mut scale = 1.0;
+    for &b in frac {
+        scale /= 10.0;
+        value += f64::from(digit(b)?) * scale;
+    }
+    Some(value)
+}
+
+fn digit(b: u8) -> Option<u8> {
+    b.is_ascii_digit().then(|| b - b'0')
+}
+
+/// Clamps a random number into `[0, 1)`; anything else (NaN included) becomes 0.
+fn unit(random: f64) -> f64 {
+    if (0.0..1.0).contains(&random) {
+        random
+    } else {
+        0.0
+    }
+}
+
+/// How one health probe ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 2xx answer.
+    Healthy,
+    /// Any other answer; `0` is an opaque redirect (probes use `redirect: "manual"`).
+    Unhealthy(u16),
+    /// The request failed before any answer: refused, reset, DNS, offline.
+    NetworkError,
+    /// No answer within the timeout (the request was aborted).
+    Timeout,
+}
+
+impl Outcome {
+    /// Only a 2xx is healthy; 3xx, an opaque redirect (status 0), 4xx and 5xx are not.
+    pub fn from_status(status: u16) -> Outcome {
+        if (200..300).contains(&status) {
+            Outcome::Healthy
+        } else {
+            Outcome::Unhealthy(status)
+        }
+    }
+
+    /// True when the tier could not be reached at all (as opposed to answering "not ok").
+    pub fn is_network_level(self) -> bool {
+        matches!(self, Outcome::NetworkError | Outcome::Timeout)
+    }
+}
+
+/// The result of probing one tier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthReport {
+    /// How the probe ended.
+    pub outcome: Outcome,
+    /// The `build` field of a healthy answer's JSON body, when present.
+    pub build: Option<String>,
+}
+
+impl HealthReport {
+    /// A report without a build id.
+    pub fn new(outcome: Outcome) -> HealthReport {
+        HealthReport {
+            outcome,
+            build: None,
+        }
+    }
+
+    /// A report for an answer with `status` and, for a healthy one, its body.
+    pub fn from_answer(status: u16, body: Option<&str>) -> HealthReport {
+        let outcome = Outcome::from_status(status);
+        let build = match outcome {
+            Outcome::Healthy => body.and_then(build_of),
+            _ => None,
+        };
+        HealthReport { outcome, build }
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.outcome == Outcome::Healthy
+    }
+}
+
+/// Reads the string value of the `"build"` key of a small health JSON object.
+///
+/// A tiny byte scan instead of a JSON parser keeps the Wasm small; the health bodies are our
+/// own flat objects. A value that is not a short printable-ASCII string gives `None`.
+pub fn build_of(body: &str) -> Option<String> {
+    const KEY: &[u8] = b"\"build\"";
+    let bytes = body.as_bytes();
+    let key = bytes.windows(KEY.len()).position(|w| w == KEY)?;
+    let mut rest = bytes.get(key + KEY.len()..)?.iter().copied();
+    let mut token = || rest.by_ref().find(|b| !b.is_ascii_whitespace());
+    if token()? != b':' || token()? != b'"' {
+        return None;
+    }
+    let mut value = String::new();
+    for b in rest {
+        match b {
+            b'"' => return (!value.is_empty() && value.len() <= 200).then_some(value),
+            b'!'..=b'~' if b != b'\\' => value.push(char::from(b)),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// What the page shows; [`State::as_str`] is the `<body data-state>` test hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// No answer yet.
+    Checking,
+    /// The static tier is unhealthy, the API is healthy.
+    StaticDown,
+    /// The API tier is unhealthy, the static tier is healthy.
+    ApiDown,
+    /// Both tiers answered, both unhealthy.
+    BothDown,
+    /// Neither tier answered at all (network errors or timeouts): the site, or we, are offline.
+    Unreachable,
+    /// Both tiers are healthy but run different builds: a deployment is under way.
+    Updating,
+    /// One healthy pair seen; the confirming pair is due (shown as `checking`).
+    Confirming,
+    /// Recovery confirmed; navigation waits for its random spread.
+    Recovering,
+    /// Navigation issued. Terminal.
+    Navigating,
+}
+
+impl State {
+    /// The `data-state` value: `checking`, `static-down`, `api-down`, `both-down`,
+    /// `unreachable`, `updating`, `recovering` or `navigating`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Checking | State::Confirming => "checking",
+            State::StaticDown => "static-down",
+            State::ApiDown => "api-down",
+            State::BothDown => "both-down",
+            State::Unreachable => "unreachable",
+            State::Updating => "updating",
+            State::Recovering => "recovering",
+            State::Navigating => "navigating",
+        }
+    }
+
+    /// The sentence for `#status` (announced politely to screen readers when it changes).
+    pub fn sentence(self) -> &'static str {
+        match self {
+            State::Checking => "Checking whether the site is back\u{2026}",
+            State::StaticDown => "The web server (static tier) is down; the API is up.",
+            State::ApiDown => "The API is down; the web server (static tier) is up.",
+            State::BothDown => "Both the web server (static tier) and the API are down.",
+            State::Unreachable => {
+                "The site does not answer at all: it or your connection is offline."
+            }
+            State::Updating => {
+                "A new version is being deployed; waiting for the web server and the API to match."
+            }
+            State::Confirming => "The site answers again; making sure it stays up\u{2026}",
+            State::Recovering => "The site is back. Returning to your page in a moment\u{2026}",
+            State::Navigating => "The site is back. Returning to your page now\u{2026}",
+        }
+    }
+}
+
+/// What one probe pair says: `None` when both tiers are healthy and run compatible builds
+/// (equal, or either unknown), else the state to show.
+pub fn assess(static_tier: &HealthReport, api_tier: &HealthReport) -> Option<State> {
+    match (static_tier.is_healthy(), api_tier.is_healthy()) {
+        (true, true) => match (&static_tier.build, &api_tier.build) {
+            (Some(web), Some(api)) if web != api => Some(State::Updating),
+            _ => None,
+        },
+        (false, true) => Some(State::StaticDown),
+        (true, false) => Some(State::ApiDown),
+        (false, false)
+            if static_tier.outcome.is_network_level() && api_tier.outcome.is_network_level() =>
+        {
+            Some(State::Unreachable)
+        }
+        (false, false) => Some(State::BothDown),
+    }
+}
+
+/// Something that happened, with the time it happened (`Date.now()`, ms).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The page loaded; `hidden` is `document.hidden`.
+    Start {
+        /// Current time, ms since the epoch.
+        now_ms: u64,
+        /// Whether the tab is hidden.
+        hidden: bool,
+    },
+    /// A timer asked for by [`Action::Wait`] fired (stray or early ticks are harmless).
+    Tick {
+        /// Current time, ms since the epoch.
+        now_ms: u64,
+    },
+    /// The probe pair asked for by [`Action::Probe`] finished.
+    ProbeDone {
+        /// Current time, ms since the epoch.
+        now_ms: u64,
+        /// Result of `GET /healthz`.
+        static_tier: HealthReport,
+        /// Result of `GET /api/healthz`.
+        api_tier: HealthReport,
+    },
+    /// `visibilitychange`.
+    VisibilityChanged {
+        /// Current time, ms since the epoch.
+        now_ms: u64,
+        /// The new `document.hidden`.
+        hidden: bool,
+    },
+    /// The browser's `online` event.
+    Online {
+        /// Current time, ms since the epoch.
+        now_ms: u64,
+    },
+    /// The "Check now" button.
+    CheckNow {
+        /// Current time, ms since the epoch.
+        now_ms: u64,
+    },
+}
+
+/// Something for the browser glue to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Probe both tiers in parallel, each aborted after `timeout_ms`; then send
+    /// [`Event::ProbeDone`].
+    Probe {
+        /// Per-probe timeout.
+        timeout_ms: u32,
+    },
+    /// Send [`Event::Tick`] after this many ms, replacing any earlier pending wait.
+    Wait(u32),
+    /// Replace the page's location with this same-origin URL.
+    Navigate(String),
+    /// Render this snapshot.
+    Show(Status),
+}
+
+/// A snapshot of what the page shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The current state.
+    pub state: State,
+    /// When the current state began (ms since the epoch).
+    pub since_ms: u64,
+    /// When the last probe pair finished, if any.
+    pub last_check_ms: Option<u64>,
+    /// When the next probe pair is due; `None` when none is planned.
+    pub next_check_ms: Option<u64>,
+    /// A probe pair is in flight.
+    pub probing: bool,
+    /// Probing is paused because the tab is hidden.
+    pub paused: bool,
+    /// When navigation will happen, once recovering.
+    pub navigate_at_ms: Option<u64>,
+}
+
+impl Status {
+    /// The countdown text for `#next-check`, e.g. `in 4 s`.
+    pub fn next_check_text(&self, now_ms: u64) -> String {
+        let mut text = String::new();
+        let in_seconds = |text: &mut String, at: u64| {
+            text.push_str("in ");
+            push_decimal(text, at.saturating_sub(now_ms).div_ceil(1000));
+            text.push_str(" s");
+        };
+        match (self.navigate_at_ms, self.next_check_ms) {
+            _ if self.state == State::Navigating => text.push_str("none: returning now"),
+            (Some(at), _) => {
+                text.push_str("none: returning to your page ");
+                in_seconds(&mut text, at);
+            }
+            _ if self.probing => text.push_str("checking now\u{2026}"),
+            _ if self.paused => text.push_str("paused while this tab is hidden"),
+            (None, Some(at)) => in_seconds(&mut text, at),
+            (None, None) => text.push('\u{2014}'),
+        }
+        text
+    }
+
+    /// Whether "Check now" can do anything (it cannot once recovery is under way).
+    pub fn can_check_now(&self) -> bool {
+        !matches!(self.state, State::Recovering | State::Navigating)
+    }
+}
+
+/// Appends `n` in decimal, without `format!`.
+pub fn push_decimal(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    let mut n = n;
+    loop {
+        if let Some(d) = digits.get_mut(len) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        len += 1;
+        n /= 10;
+        if n == 0 || len == digits.len() {
+            break;
+        }
+    }
+    for d in digits.iter().take(len).rev() {
+        out.push(char::from(*d));
+    }
+}
+
+/// Formats a local wall-clock time (ms since the epoch, already shifted to local time) as
+/// `HH:MM:SS`.
+pub fn clock_text(local_ms: i64) -> String {
+    let seconds = local_ms.div_euclid(1000).rem_euclid(86_400) as u64;
+    let mut text = String::new();
+    for (i, part) in [seconds / 3600, seconds / 60 % 60, seconds % 60]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            text.push(':');
+        }
+        if part < 10 {
+            text.push('0');
+        }
+        push_decimal(&mut text, part);
+    }
+    text
+}
+
+/// The recovery rules; see the module documentation.
+#[derive(Clone, Debug)]
+pub struct RecoveryMachine {
+    config: Config,
+    /// Sanitised same-origin path and query to return to, without any `v` parameter.
+    target: String,
+    state: State,
+    since_ms: u64,
+    last_check_ms: Option<u64>,
+    /// When the next probe pair is due; `None` while one is in flight or once recovering.
+    next_probe_ms: Option<u64>,
+    navigate_at_ms: Option<u64>,
+    in_flight: bool,
+    hidden: bool,
+    started: bool,
+}
+
+impl RecoveryMachine {
+    /// A machine that will return to `target`, a path from [`target::return_target`].
+    pub fn new(config: Config, target: String) -> RecoveryMachine {
+        RecoveryMachine {
+            config,
+            target,
+            state: State::Checking,
+            since_ms: 0,
+            last_check_ms: None,
+            next_probe_ms: None,
+            navigate_at_ms: None,
+            in_flight: false,
+            hidden: false,
+            started: false,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What the page should show now.
+    pub fn status(&self) -> Status {
+        Status {
+            state: self.state,
+            since_ms: self.since_ms,
+            last_check_ms: self.last_check_ms,
+            next_check_ms: self.next_probe_ms,
+            probing: self.in_flight,
+            paused: self.hidden && self.navigate_at_ms.is_none(),
+            navigate_at_ms: self.navigate_at_ms,
+        }
+    }
+
+    /// Handles one event. `random` is a fresh random number in `[0, 1)` (`Math.random()`),
+    /// used for jitter and spread. The actions are to be carried out in order; the last one
+    /// is always [`Action::Show`], except once navigating, when nothing happens any more.
+    pub fn handle(&mut self, event: Event, random: f64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.state == State::Navigating {
+            return actions;
+        }
+        let now_ms = match event {
+            Event::Start { now_ms, hidden } => {
+                if !self.started {
+                    self.started = true;
+                    self.hidden = hidden;
+                    self.since_ms = now_ms;
+                    self.next_probe_ms = Some(now_ms);
+                }
+                now_ms
+            }
+            Event::Tick { now_ms } => now_ms,
+            Event::ProbeDone {
+                now_ms,
+                static_tier,
+                api_tier,
+            } => {
+                if self.in_flight {
+                    self.in_flight = false;
+                    self.last_check_ms = Some(now_ms);
+                    self.judge(now_ms, &static_tier, &api_tier, random);
+                }
+                now_ms
+            }
+            Event::VisibilityChanged { now_ms, hidden } => {
+                self.hidden = hidden;
+                if !hidden {
+                    self.probe_soon(now_ms);
+                }
+                now_ms
+            }
+            Event::Online { now_ms } | Event::CheckNow { now_ms } => {
+                self.probe_soon(now_ms);
+                now_ms
+            }
+        };
+        if self.started {
+            self.poll(now_ms, &mut actions);
+        }
+        if self.state != State::Navigating {
+            actions.push(Action::Show(self.status()));
+        }
+        actions
+    }
+
+    /// Asks for a probe at once, unless one is in flight (its result then decides) or
+    /// recovery is already confirmed.
+    fn probe_soon(&mut self, now_ms: u64) {
+        if self.started && !self.in_flight && self.navigate_at_ms.is_none() {
+            self.next_probe_ms = Some(now_ms);
+        }
+    }
+
+    fn judge(
+        &mut self,
+        now_ms: u64,
+        static_tier: &HealthReport,
+        api_tier: &HealthReport,
+        random: f64,
+    ) {
+        match assess(static_tier, api_tier) {
+            None if self.state == State::Confirming => {
+                self.enter(State::Recovering, now_ms);
+                self.next_probe_ms = None;
+                self.navigate_at_ms = Some(now_ms + u64::from(self.config.spread_delay(random)));
+            }
+            None => {
+                self.enter(State::Confirming, now_ms);
+                self.next_probe_ms = Some(now_ms + u64::from(self.config.confirm_ms));
+            }
+            Some(state) => {
+                self.enter(state, now_ms);
+                self.next_probe_ms =
+                    Some(now_ms + u64::from(self.config.jittered_interval(random)));
+            }
+        }
+    }
+
+    fn enter(&mut self, state: State, now_ms: u64) {
+        if self.state != state {
+            self.state = state;
+            self.since_ms = now_ms;
+        }
+    }
+
+    /// Starts whatever is due now, or asks to be woken when it will be.
+    fn poll(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        if let Some(at) = self.navigate_at_ms {
+            // A hidden tab still navigates: the page is ready when the user comes back.
+            if now_ms >= at {
+                self.state = State::Navigating;
+                self.since_ms = now_ms;
+                actions.push(Action::Navigate(target::with_cache_buster(
+                    &self.target,
+                    now_ms,
+                )));
+            } else {
+                actions.push(Action::Wait(wait_ms(at - now_ms)));
+            }
+            return;
+        }
+        if self.in_flight || self.hidden {
+            return;
+        }
+        match self.next_probe_ms {
+            Some(at) if now_ms >= at => {
+                self.in_flight = true;
+                self.next_probe_ms = None;
+                actions.push(Action::Probe {
+                    timeout_ms: self.config.timeout_ms,
+                });
+            }
+            Some(at) => actions.push(Action::Wait(wait_ms(at - now_ms))),
+            None => {}
+        }
+    }
+}
+
+fn wait_ms(ms: u64) -> u32 {
+    u32::try_from(ms).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn healthy(build: Option<&str>) -> HealthReport {
+        HealthReport {
+            outcome: Outcome::Healthy,
+            build: build.map(str::to_owned),
+        }
+    }
+
+    fn down(status: u16) -> HealthReport {
+        HealthReport::new(Outcome::Unhealthy(status))
+    }
+
+    fn machine() -> RecoveryMachine {
+        RecoveryMachine::new(Config::default(), "/dash?x=1".to_owned())
+    }
+
+    /// A machine that has started and has its first probe pair in flight.
+    fn probing() -> RecoveryMachine {
+        let mut m = machine();
+        let actions = m.handle(
+            Event::Start {
+                now_ms: T0,
+                hidden: false,
+            },
+            0.5,
+        );
+        assert_eq!(actions.first(), Some(&Action::Probe { timeout_ms: 3000 }));
+        m
+    }
+
+    fn done(now_ms: u64, static_tier: HealthReport, api_tier: HealthReport) -> Event {
+        Event::ProbeDone {
+            now_ms,
+            static_tier,
+            api_tier,
+        }
+    }
+
+    fn waits(actions: &[Action]) -> Vec<u32> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Wait(ms) => Some(*ms),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn probes(actions: &[Action]) -> usize {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Probe { .. }))
+            .count()
+    }
+
+    fn navigations(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Navigate(url) => Some(url.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn shown(actions: &[Action]) -> Status {
+        match actions.last() {
+            Some(Action::Show(status)) => *status,
+            other => panic!("expected Show last, got {other:?}"),
+        }
+    }
+
+    /// Drives `m` through a first healthy pair at `t` and its confirmation; returns the
+    /// actions of the confirmation.
+    fn confirm(m: &mut RecoveryMachine, t: u64, spread_random: f64) -> Vec<Action> {
+        let a = m.handle(done(t, healthy(None), healthy(None)), 0.5);
+        assert_eq!(waits(&a), vec![500], "confirmation is due confirm_ms later");
+        let a = m.handle(Event::Tick { now_ms: t + 500 }, 0.5);
+        assert_eq!(probes(&a), 1);
+        m.handle(done(t + 600, healthy(None), healthy(None)), spread_random)
+    }
+
+    #[test]
+    fn start_probes_at_once_with_the_configured_timeout() {
+        let mut m = machine();
+        let a = m.handle(
+            Event::Start {
+                now_ms: T0,
+                hidden: false,
+            },
+            0.5,
+        );
+        assert_eq!(a.first(), Some(&Action::Probe { timeout_ms: 3000 }));
+        let status = shown(&a);
+        assert_eq!(status.state, State::Checking);
+        assert!(status.probing);
+        assert_eq!(status.since_ms, T0);
+    }
+
+    #[test]
+    fn timeout_comes_from_the_config_and_counts_as_unhealthy() {
+        let config = Config {
+            timeout_ms: 1234,
+            ..Config::default()
+        };
+        let mut m = RecoveryMachine::new(config, "/".to_owned());
+        let a = m.handle(
+            Event::Start {
+                now_ms: T0,
+                hidden: false,
+            },
+            0.5,
+        );
+        assert_eq!(a.first(), Some(&Action::Probe { timeout_ms: 1234 }));
+        let a = m.handle(
+            done(
+                T0 + 1234,
+                HealthReport::new(Outcome::Timeout),
+                healthy(None),
+            ),
+            0.5,
+        );
+        assert_eq!(shown(&a).state, State::StaticDown);
+        assert!(navigations(&a).is_empty());
+    }
+
+    #[test]
+    fn no_new_probe_while_one_is_in_flight() {
+        let mut m = probing();
+        for event in [
+            Event::Tick {
+                now_ms: T0 + 10_000,
+            },
+            Event::CheckNow {
+                now_ms: T0 + 10_001,
+            },
+            Event::Online {
+                now_ms: T0 + 10_002,
+            },
+            Event::VisibilityChanged {
+                now_ms: T0 + 10_003,
+                hidden: false,
+            },
+            Event::Start {
+                now_ms: T0 + 10_004,
+                hidden: false,
+            },
+        ] {
+            let a = m.handle(event, 0.5);
+            assert_eq!(probes(&a), 0);
+            assert!(shown(&a).probing);
+        }
+        // The pair's result schedules the next one normally.
+        let a = m.handle(done(T0 + 10_010, down(503), down(503)), 0.5);
+        assert_eq!(waits(&a), vec![5000]);
+    }
+
+    #[test]
+    fn stray_probe_results_are_ignored() {
+        let mut m = probing();
+        m.handle(done(T0 + 100, down(503), down(503)), 0.5);
+        let before = m.status();
+        let a = m.handle(done(T0 + 200, healthy(None), healthy(None)), 0.5);
+        assert_eq!(shown(&a), before);
+    }
+
+    #[test]
+    fn unhealthy_pair_waits_a_jittered_interval_then_probes() {
+        let mut m = probing();
+        let a = m.handle(done(T0 + 100, down(503), down(503)), 0.0);
+        assert_eq!(waits(&a), vec![4000]);
+        let status = shown(&a);
+        assert_eq!(status.state, State::BothDown);
+        assert_eq!(status.last_check_ms, Some(T0 + 100));
+        assert_eq!(status.next_check_ms, Some(T0 + 4100));
+        // An early tick only re-arms the timer for the rest.
+        let a = m.handle(Event::Tick { now_ms: T0 + 3000 }, 0.9);
+        assert_eq!(waits(&a), vec![1100]);
+        assert_eq!(probes(&a), 0);
+        let a = m.handle(Event::Tick { now_ms: T0 + 4100 }, 0.9);
+        assert_eq!(probes(&a), 1);
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        for config in [
+            Config::default(),
+            Config {
+                interval_ms: 1000,
+                jitter: 0.5,
+                ..Config::default()
+            },
+            Config {
+                jitter: 0.0,
+                ..Config::default()
+            },
+        ] {
+            let low = f64::from(config.interval_ms) * (1.0 - config.jitter);
+            let high = f64::from(config.interval_ms) * (1.0 + config.jitter);
+            let mut seen_low = false;
+            let mut seen_high = false;
+            for i in 0..=1000 {
+                let r = f64::from(i) / 1000.0;
+                let mut m = RecoveryMachine::new(config, "/".to_owned());
+                m.handle(
+                    Event::Start {
+                        now_ms: T0,
+                        hidden: false,
+                    },
+                    r,
+                );
+                let a = m.handle(done(T0, down(503), down(502)), r);
+                let wait = f64::from(*waits(&a).first().expect("a wait"));
+                assert!(
+                    wait >= low.floor() && wait <= high,
+                    "{wait} outside {low}..{high}"
+                );
+                seen_low |= wait < f64::from(config.interval_ms) * (1.0 - config.jitter * 0.9);
+                seen_high |= wait > f64::from(config.interval_ms) * (1.0 + config.jitter * 0.9);
+            }
+            if config.jitter > 0.0 {
+                assert!(seen_low && seen_high, "jitter spans the whole range");
+            }
+        }
+        // Out-of-range randomness is clamped, never stretches the bounds.
+        let config = Config::default();
+        for r in [-1.0, 1.0, 7.5, f64::NAN, f64::INFINITY] {
+            let wait = config.jittered_interval(r);
+            assert!((4000..=6000).contains(&wait), "{r} gave {wait}");
+        }
+    }
+
+    #[test]
+    fn first_healthy_pair_does_not_navigate_the_second_does() {
+        let mut m = probing();
+        let a = m.handle(
+            done(T0 + 100, healthy(Some("b1")), healthy(Some("b1"))),
+            0.5,
+        );
+        assert!(navigations(&a).is_empty());
+        assert_eq!(shown(&a).state, State::Confirming);
+        assert_eq!(State::Confirming.as_str(), "checking");
+        assert_eq!(waits(&a), vec![500]);
+
+        let a = m.handle(Event::Tick { now_ms: T0 + 600 }, 0.5);
+        assert_eq!(probes(&a), 1);
+        // Confirmed: spread 0.5 * 4000 = 2000 ms, nothing yet.
+        let a = m.handle(
+            done(T0 + 700, healthy(Some("b1")), healthy(Some("b1"))),
+            0.5,
+        );
+        assert!(navigations(&a).is_empty());
+        assert_eq!(waits(&a), vec![2000]);
+        let status = shown(&a);
+        assert_eq!(status.state, State::Recovering);
+        assert_eq!(status.navigate_at_ms, Some(T0 + 2700));
+
+        let a = m.handle(Event::Tick { now_ms: T0 + 2700 }, 0.5);
+        assert_eq!(
+            navigations(&a),
+            vec!["/dash?x=1&v=1700000002700".to_owned()]
+        );
+        assert_eq!(m.status().state, State::Navigating);
+    }
+
+    #[test]
+    fn failed_confirmation_goes_back_to_waiting() {
+        let mut m = probing();
+        m.handle(done(T0, healthy(None), healthy(None)), 0.5);
+        m.handle(Event::Tick { now_ms: T0 + 500 }, 0.5);
+        let a = m.handle(done(T0 + 600, healthy(None), down(503)), 0.5);
+        assert!(navigations(&a).is_empty());
+        assert_eq!(shown(&a).state, State::ApiDown);
+        assert_eq!(waits(&a), vec![5000]);
+        // The next healthy pair starts a new confirmation rather than navigating.
+        m.handle(Event::Tick { now_ms: T0 + 5600 }, 0.5);
+        let a = m.handle(done(T0 + 5700, healthy(None), healthy(None)), 0.5);
+        assert!(navigations(&a).is_empty());
+        assert_eq!(shown(&a).state, State::Confirming);
+    }
+
+    #[test]
+    fn at_most_one_navigation() {
+        let mut m = probing();
+        let a = confirm(&mut m, T0, 0.0);
+        // Spread 0: navigate at once.
+        assert_eq!(navigations(&a).len(), 1);
+        assert!(!a.iter().any(|a| matches!(a, Action::Show(_))));
+        for event in [
+            Event::Tick { now_ms: T0 + 5000 },
+            Event::CheckNow { now_ms: T0 + 5001 },
+            Event::Online { now_ms: T0 + 5002 },
+            Event::VisibilityChanged {
+                now_ms: T0 + 5003,
+                hidden: false,
+            },
+            Event::Start {
+                now_ms: T0 + 5004,
+                hidden: false,
+            },
+            done(T0 + 5005, healthy(None), healthy(None)),
+        ] {
+            assert_eq!(m.handle(event, 0.0), vec![]);
+        }
+    }
+
+    #[test]
+    fn recovering_ignores_probe_requests() {
+        let mut m = probing();
+        let a = confirm(&mut m, T0, 0.75);
+        assert_eq!(waits(&a), vec![3000]);
+        for event in [
+            Event::CheckNow { now_ms: T0 + 1000 },
+            Event::Online { now_ms: T0 + 1001 },
+            Event::VisibilityChanged {
+                now_ms: T0 + 1002,
+                hidden: false,
+            },
+        ] {
+            let a = m.handle(event, 0.5);
+            assert_eq!(probes(&a), 0);
+            assert!(navigations(&a).is_empty());
+            assert!(!shown(&a).can_check_now());
+        }
+        let a = m.handle(Event::Tick { now_ms: T0 + 3600 }, 0.5);
+        assert_eq!(navigations(&a).len(), 1);
+    }
+
+    #[test]
+    fn spread_stays_within_bounds() {
+        let config = Config::default();
+        let mut max_seen = 0;
+        for i in 0..1000 {
+            let r = f64::from(i) / 1000.0;
+            let mut m = RecoveryMachine::new(config, "/".to_owned());
+            m.handle(
+                Event::Start {
+                    now_ms: T0,
+                    hidden: false,
+                },
+                r,
+            );
+            let a = confirm(&mut m, T0, r);
+            let delay = m.status().navigate_at_ms.map_or(0, |at| at - (T0 + 600));
+            assert!(delay < 4000, "{delay}");
+            if delay > 0 {
+                assert_eq!(waits(&a), vec![delay as u32]);
+            }
+            max_seen = max_seen.max(delay);
+        }
+        assert!(max_seen >= 3990);
+        for r in [-0.5, 1.0, 2.0, f64::NAN] {
+            assert!(config.spread_delay(r) < 4000);
+        }
+        let none = Config {
+            spread_ms: 0,
+            ..Config::default()
+        };
+        assert_eq!(none.spread_delay(0.999), 0);
+    }
+
+    #[test]
+    fn median_time_from_first_healthy_to_navigation_is_within_three_seconds() {
+        // confirm_ms (0.5 s) + median spread (4 s / 2) = 2.5 s.
+        let config = Config::default();
+        let median = u64::from(config.confirm_ms) + u64::from(config.spread_delay(0.5));
+        assert_eq!(median, 2500);
+    }
+
+    #[test]
+    fn hidden_tab_pauses_and_resumes_at_once_when_visible() {
+        let mut m = probing();
+        m.handle(done(T0 + 100, down(503), down(503)), 0.5);
+        let a = m.handle(
+            Event::VisibilityChanged {
+                now_ms: T0 + 200,
+                hidden: true,
+            },
+            0.5,
+        );
+        assert!(shown(&a).paused);
+        assert_eq!(
+            shown(&a).next_check_text(T0 + 200),
+            "paused while this tab is hidden"
+        );
+        // The due time passes: no probe while hidden.
+        let a = m.handle(
+            Event::Tick {
+                now_ms: T0 + 60_000,
+            },
+            0.5,
+        );
+        assert_eq!(probes(&a), 0);
+        assert!(waits(&a).is_empty());
+        let a = m.handle(
+            Event::Online {
+                now_ms: T0 + 60_001,
+            },
+            0.5,
+        );
+        assert_eq!(probes(&a), 0);
+        let a = m.handle(
+            Event::CheckNow {
+                now_ms: T0 + 60_002,
+            },
+            0.5,
+        );
+        assert_eq!(probes(&a), 0);
+        // Visible again: probe at once.
+        let a = m.handle(
+            Event::VisibilityChanged {
+                now_ms: T0 + 61_000,
+                hidden: false,
+            },
+            0.5,
+        );
+        assert_eq!(probes(&a), 1);
+        assert!(!shown(&a).paused);
+    }
+
+    #[test]
+    fn hidden_at_start_waits_for_visibility() {
+        let mut m = machine();
+        let a = m.handle(
+            Event::Start {
+                now_ms: T0,
+                hidden: true,
+            },
+            0.5,
+        );
+        assert_eq!(probes(&a), 0);
+        let a = m.handle(
+            Event::VisibilityChanged {
+                now_ms: T0 + 9000,
+                hidden: false,
+            },
+            0.5,
+        );
+        assert_eq!(probes(&a), 1);
+    }
+
+    #[test]
+    fn hidden_tab_still_navigates_once_recovering() {
+        let mut m = probing();
+        confirm(&mut m, T0, 0.5);
+        m.handle(
+            Event::VisibilityChanged {
+                now_ms: T0 + 700,
+                hidden: true,
+            },
+            0.5,
+        );
+        let a = m.handle(Event::Tick { now_ms: T0 + 2600 }, 0.5);
+        assert_eq!(navigations(&a).len(), 1);
+    }
+
+    #[test]
+    fn online_probes_at_once() {
+        let mut m = probing();
+        m.handle(
+            done(
+                T0 + 100,
+                HealthReport::new(Outcome::NetworkError),
+                HealthReport::new(Outcome::NetworkError),
+            ),
+            0.5,
+        );
+        assert_eq!(m.status().state, State::Unreachable);
+        let a = m.handle(Event::Online { now_ms: T0 + 200 }, 0.5);
+        assert_eq!(probes(&a), 1);
+    }
+
+    #[test]
+    fn check_now_probes_at_once_and_respects_no_overlap() {
+        let mut m = probing();
+        m.handle(done(T0 + 100, down(503), healthy(None)), 0.5);
+        let a = m.handle(Event::CheckNow { now_ms: T0 + 200 }, 0.5);
+        assert_eq!(probes(&a), 1);
+        let a = m.handle(Event::CheckNow { now_ms: T0 + 250 }, 0.5);
+        assert_eq!(probes(&a), 0);
+        assert!(shown(&a).can_check_now());
+        assert_eq!(shown(&a).next_check_text(T0 + 250), "checking now\u{2026}");
+    }
+
+    #[test]
+    fn check_now_during_confirmation_confirms_early() {
+        let mut m = probing();
+        m.handle(done(T0, healthy(None), healthy(None)), 0.5);
+        let a = m.handle(Event::CheckNow { now_ms: T0 + 100 }, 0.5);
+        assert_eq!(probes(&a), 1);
+        let a = m.handle(done(T0 + 150, healthy(None), healthy(None)), 0.5);
+        assert_eq!(shown(&a).state, State::Recovering);
+    }
+
+    #[test]
+    fn incompatible_builds_keep_waiting_and_show_updating() {
+        let mut m = probing();
+        let a = m.handle(done(T0, healthy(Some("new")), healthy(Some("old"))), 0.5);
+        assert_eq!(shown(&a).state, State::Updating);
+        assert_eq!(waits(&a), vec![5000]);
+        m.handle(Event::Tick { now_ms: T0 + 5000 }, 0.5);
+        // Still different after a confirmation attempt would have been due.
+        let a = m.handle(
+            done(T0 + 5100, healthy(Some("new")), healthy(Some("old"))),
+            0.5,
+        );
+        assert_eq!(shown(&a).state, State::Updating);
+        assert!(navigations(&a).is_empty());
+    }
+
+    #[test]
+    fn build_compatibility() {
+        let h = |b: Option<&str>| healthy(b);
+        assert_eq!(assess(&h(Some("a")), &h(Some("a"))), None);
+        assert_eq!(assess(&h(None), &h(Some("a"))), None);
+        assert_eq!(assess(&h(Some("a")), &h(None)), None);
+        assert_eq!(assess(&h(None), &h(None)), None);
+        assert_eq!(assess(&h(Some("a")), &h(Some("b"))), Some(State::Updating));
+        // An unhealthy tier's build does not matter.
+        let mut old_api = down(503);
+        old_api.build = Some("b".to_owned());
+        assert_eq!(assess(&h(Some("a")), &old_api), Some(State::ApiDown));
+    }
+
+    #[test]
+    fn status_classification() {
+        assert_eq!(Outcome::from_status(200), Outcome::Healthy);
+        assert_eq!(Outcome::from_status(204), Outcome::Healthy);
+        assert_eq!(Outcome::from_status(299), Outcome::Healthy);
+        for status in [0, 101, 199, 301, 302, 304, 404, 500, 502, 503, 504] {
+            assert_eq!(Outcome::from_status(status), Outcome::Unhealthy(status));
+        }
+        let net = HealthReport::new(Outcome::NetworkError);
+        let timeout = HealthReport::new(Outcome::Timeout);
+        let ok = healthy(None);
+        let redirect = down(0);
+        assert_eq!(assess(&down(503), &ok), Some(State::StaticDown));
+        assert_eq!(assess(&redirect, &ok), Some(State::StaticDown));
+        assert_eq!(assess(&ok, &down(503)), Some(State::ApiDown));
+        assert_eq!(assess(&ok, &timeout), Some(State::ApiDown));
+        assert_eq!(assess(&down(503), &down(503)), Some(State::BothDown));
+        assert_eq!(assess(&down(503), &net), Some(State::BothDown));
+        assert_eq!(assess(&net, &net), Some(State::Unreachable));
+        assert_eq!(assess(&net, &timeout), Some(State::Unreachable));
+        assert_eq!(assess(&timeout, &timeout), Some(State::Unreachable));
+    }
+
+    #[test]
+    fn data_state_values() {
+        let all = [
+            (State::Checking, "checking"),
+            (State::StaticDown, "static-down"),
+            (State::ApiDown, "api-down"),
+            (State::BothDown, "both-down"),
+            (State::Unreachable, "unreachable"),
+            (State::Updating, "updating"),
+            (State::Confirming, "checking"),
+            (State::Recovering, "recovering"),
+            (State::Navigating, "navigating"),
+        ];
+        for (state, value) in all {
+            assert_eq!(state.as_str(), value);
+            assert!(state.sentence().ends_with(['.', '\u{2026}']));
+        }
+    }
+
+    #[test]
+    fn since_changes_only_with_the_state() {
+        let mut m = probing();
+        m.handle(done(T0 + 100, down(503), down(503)), 0.5);
+        m.handle(Event::Tick { now_ms: T0 + 5100 }, 0.5);
+        m.handle(done(T0 + 5200, down(503), down(503)), 0.5);
+        assert_eq!(m.status().since_ms, T0 + 100);
+        m.handle(
+            Event::Tick {
+                now_ms: T0 + 10_200,
+            },
+            0.5,
+        );
+        m.handle(done(T0 + 10_300, down(503), healthy(None)), 0.5);
+        assert_eq!(m.status().since_ms, T0 + 10_300);
+        assert_eq!(m.status().state, State::StaticDown);
+    }
+
+    #[test]
+    fn health_report_reads_the_build() {
+        let report = HealthReport::from_answer(
+            200,
+            Some(r#"{"status":"ok","tier":"static","build":"0.1.0-abc"}"#),
+        );
+        assert_eq!(report, healthy(Some("0.1.0-abc")));
+        let report = HealthReport::from_answer(200, Some(r#"{ "build" : "x" }"#));
+        assert_eq!(report.build.as_deref(), Some("x"));
+        let report =
+            HealthReport::from_answer(503, Some(r#"{"status":"maintenance","build":"x"}"#));
+        assert_eq!(report, down(503));
+        assert_eq!(build_of(r#"{"status":"ok"}"#), None);
+        assert_eq!(build_of(r#"{"build":null}"#), None);
+        assert_eq!(build_of(r#"{"build":12}"#), None);
+        assert_eq!(build_of(r#"{"build":""}"#), None);
+        assert_eq!(build_of(r#"{"build":"a\"b"}"#), None);
+        assert_eq!(build_of(r#"{"build":"unterminated"#), None);
+        assert_eq!(build_of(r#"{"build""#), None);
+        assert_eq!(build_of(""), None);
+        assert_eq!(build_of("<html>"), None);
+    }
+
+    #[test]
+    fn config_from_attributes() {
+        let c = Config::from_attributes(None, None, None, None, None);
+        assert_eq!(c, Config::default());
+        let c = Config::from_attributes(
+            Some("1000"),
+            Some("250"),
+            Some("0.1"),
+            Some("100"),
+            Some("0"),
+        );
+        assert_eq!(
+            c,
+            Config {
+                interval_ms: 1000,
+                timeout_ms: 250,
+                jitter: 0.1,
+                confirm_ms: 100,
+                spread_ms: 0,
+            }
+        );
+        // Invalid values fall back one by one.
+        let c = Config::from_attributes(
+            Some("-5"),
+            Some("abc"),
+            Some("2"),
+            Some("1500"),
+            Some("1.5"),
+        );
+        assert_eq!(c, Config::default());
+        for bad in ["", " 5000", "5e3", "0x10", ".", "1..2", "99999999999", "50"] {
+            assert_eq!(
+                Config::from_attributes(Some(bad), None, None, None, None).interval_ms,
+                5000,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Config::from_attributes(None, None, Some(".25"), None, None).jitter,
+            0.25
+        );
+    }
+
+    #[test]
+    fn countdown_and_clock_texts() {
+        let mut m = probing();
+        let a = m.handle(done(T0, down(503), down(503)), 0.5);
+        let status = shown(&a);
+        assert_eq!(status.next_check_text(T0), "in 5 s");
+        assert_eq!(status.next_check_text(T0 + 4001), "in 1 s");
+        assert_eq!(status.next_check_text(T0 + 9000), "in 0 s");
+        let mut m = probing();
+        confirm(&mut m, T0, 0.5);
+        assert_eq!(
+            m.status().next_check_text(T0 + 600),
+            "none: returning to your page in 2 s"
+        );
+        assert_eq!(clock_text(0), "00:00:00");
+        assert_eq!(
+            clock_text(((13 * 60 + 5) * 60 + 9) * 1000 + 999),
+            "13:05:09"
+        );
+        assert_eq!(clock_text(-1000), "23:59:59");
+        let mut s = String::new();
+        push_decimal(&mut s, u64::MAX);
+        assert_eq!(s, u64::MAX.to_string());
+    }
+}
