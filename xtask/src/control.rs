@@ -1,0 +1,125 @@
+//! `cargo xtask restart`, `stop` and `status`: talking to a running `cargo xtask up`.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::stack::{self, Role};
+
+/// Longest a request may take: a restart waits for the old server to drain (up to 15 s)
+/// and for the new one to report its address (up to 30 s).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `cargo xtask restart <name>`.
+pub fn restart(role: Role) -> Result<()> {
+    let done = request(&format!("restart {role}"))?;
+    println!("{done}");
+    Ok(())
+}
+
+/// `cargo xtask stop`: returns once `up` has stopped every server.
+pub fn stop() -> Result<()> {
+    println!("{}", request("stop")?);
+    // `up` removes its control socket last, after every server is reaped.
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    while stack::control_socket().exists() {
+        if Instant::now() > deadline {
+            bail!(
+                "`cargo xtask up` accepted the stop request but still runs after {} s; look at \
+                 its terminal",
+                REPLY_TIMEOUT.as_secs()
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    println!("stack stopped");
+    Ok(())
+}
+
+/// `cargo xtask status`: each server's pid file and whether that process lives.
+pub fn status() -> Result<()> {
+    let supervised = UnixStream::connect(stack::control_socket()).is_ok();
+    let mut report = format!(
+        "supervisor (cargo xtask up): {}\n{:<16} {:<24} {:>8}  address\n",
+        if supervised { "running" } else { "not running" },
+        "server",
+        "state",
+        "pid"
+    );
+    for role in Role::ALL {
+        let pid = stack::read_pid(role);
+        let state = match pid {
+            Some(pid) if stack::process_alive(pid, role.program()) => "alive",
+            Some(_) => "dead (stale pid file)",
+            None => "not running",
+        };
+        let addr = fs::read_to_string(stack::addr_file(role)).unwrap_or_default();
+        report.push_str(&format!(
+            "{:<16} {:<24} {:>8}  {}\n",
+            role.name(),
+            state,
+            pid.map_or("-".to_owned(), |pid| pid.to_string()),
+            addr.trim()
+        ));
+    }
+    // `cargo xtask status | head -1` closes the pipe early; that is not an error.
+    let _ = std::io::stdout().write_all(report.as_bytes());
+    Ok(())
+}
+
+/// Sends one request line to `up` and returns the reply after `ok `, or the reply after
+/// `error ` as the error.
+fn request(line: &str) -> Result<String> {
+    let path = stack::control_socket();
+    let mut stream = UnixStream::connect(&path).map_err(|err| {
+        anyhow!(
+            "no stack is running: nothing answers on {} ({err}); start one with `cargo xtask up`",
+            path.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .context("could not send the request to `cargo xtask up`")?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).with_context(|| {
+        format!(
+            "`cargo xtask up` did not answer within {} s",
+            REPLY_TIMEOUT.as_secs()
+        )
+    })?;
+    parse_reply(&reply)
+}
+
+fn parse_reply(reply: &str) -> Result<String> {
+    let reply = reply.trim_end();
+    if let Some(done) = reply.strip_prefix("ok ") {
+        Ok(done.to_owned())
+    } else if let Some(failure) = reply.strip_prefix("error ") {
+        Err(anyhow!("{failure}"))
+    } else {
+        bail!("`cargo xtask up` gave an answer this xtask does not understand: {reply:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_split_into_success_and_failure() {
+        assert_eq!(
+            parse_reply("ok api-main restarted\n").unwrap(),
+            "api-main restarted"
+        );
+        let failure = parse_reply("error no such server\ndetail\n").unwrap_err();
+        assert_eq!(failure.to_string(), "no such server\ndetail");
+        assert!(parse_reply("").is_err());
+    }
+}
