@@ -1,7 +1,7 @@
 //! The `api-main` role: health and the dashboard's data.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header;
 use actix_web::{middleware, web, HttpResponse};
@@ -49,6 +49,10 @@ pub fn configure_api_main(cfg: &mut web::ServiceConfig, api: &ApiMain, metrics: 
 }
 
 async fn healthz(api: web::Data<ApiMain>) -> HttpResponse {
+    if api.health_delay_ms > 0 {
+        // Fault injection for tests only (see `ApiMain::health_delay_ms`).
+        tokio::time::sleep(Duration::from_millis(api.health_delay_ms)).await;
+    }
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(json!({"status": "ok", "tier": "api", "build": api.build_id}))

@@ -176,6 +176,18 @@ pub struct ApiMain {
     /// Longest wait for the stats socket (connect, command and answer together).
     #[arg(skip = DEFAULT_STATS_TIMEOUT)]
     pub stats_timeout: Duration,
+
+    /// Fault injection for end-to-end tests: hold every `/api/healthz` answer this many
+    /// milliseconds, so a test can make the API's health slower than HAProxy's check timeout
+    /// while the process stays alive. Hidden from `--help`; 0 (the default) in production.
+    #[arg(
+        long,
+        env = "ORIGIN_HEALTH_DELAY_MS",
+        value_name = "MS",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub health_delay_ms: u64,
 }
 
 /// Settings of the `api-fallback` role.
@@ -228,5 +240,9 @@ mod tests {
         };
         assert_eq!(api.haproxy_socket, PathBuf::from("/run/h.sock"));
         assert_eq!(api.stats_timeout, DEFAULT_STATS_TIMEOUT);
+        assert_eq!(
+            api.health_delay_ms, 0,
+            "no fault injection unless asked for"
+        );
     }
 }

@@ -236,10 +236,17 @@ function servingServers(servers) {
   for (const backup of [false, true]) {
     for (const s of servers) {
       if (!!s.backup !== backup || serving.has(s.backend)) continue;
-      if (String(s.state).toUpperCase().startsWith("UP")) serving.set(s.backend, s.server);
+      if (isAvailable(s.state)) serving.set(s.backend, s.server);
     }
   }
   return serving;
+}
+
+// HAProxy reports an unchecked server (our fallbacks, which answer 503 to their health URL
+// by design) as "no check" and routes to it as if it were up.
+function isAvailable(state) {
+  const upper = String(state).toUpperCase();
+  return upper.startsWith("UP") || upper === "NO CHECK";
 }
 
 function summaryLevel(hap) {
@@ -248,17 +255,17 @@ function summaryLevel(hap) {
   const serving = servingServers(servers);
   const backends = new Set(servers.map((s) => s.backend));
   if ([...backends].some((b) => !serving.has(b))) return "down";
-  return servers.every((s) => String(s.state).toUpperCase() === "UP") ? "ok" : "degraded";
+  return servers.every((s) => isAvailable(s.state)) ? "ok" : "degraded";
 }
 
 function summarize(hap) {
   if (!hap.reachable) return "HAProxy unreachable: server states unknown";
   const servers = hap.servers || [];
   const serving = servingServers(servers);
-  const notUp = servers.filter((s) => !String(s.state).toUpperCase().startsWith("UP"));
+  const notUp = servers.filter((s) => !isAvailable(s.state));
   const head = notUp.length
     ? `${notUp.length} of ${servers.length} servers not UP (${notUp.map((s) => `${s.server} ${s.state}`).join(", ")})`
-    : `All ${servers.length} servers UP`;
+    : `All ${servers.length} servers available`;
   const backends = [...new Set(servers.map((s) => s.backend))];
   const routes = backends.map((b) => `${b} → ${serving.get(b) || "nothing"}`).join(", ");
   return `${head} · ${routes}`;

@@ -16,10 +16,19 @@ async fn app(
     socket: &Path,
     stats_timeout: Duration,
 ) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = Error> {
+    app_with_health_delay(socket, stats_timeout, 0).await
+}
+
+async fn app_with_health_delay(
+    socket: &Path,
+    stats_timeout: Duration,
+    health_delay_ms: u64,
+) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = Error> {
     let settings = ApiMain {
         haproxy_socket: socket.to_owned(),
         build_id: "build-42".to_owned(),
         stats_timeout,
+        health_delay_ms,
     };
     let metrics = Metrics::new("api-main", "build-42").unwrap();
     test::init_service(App::new().configure(|cfg| configure_api_main(cfg, &settings, &metrics)))
@@ -45,6 +54,37 @@ async fn healthz_reports_ok() {
         test::TestRequest::get().uri("/api/healthz").to_request(),
     )
     .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, header::CACHE_CONTROL), "no-store");
+    let body: Value = test::read_body_json(res).await;
+    assert_eq!(
+        body,
+        json!({"status": "ok", "tier": "api", "build": "build-42"})
+    );
+}
+
+/// The hidden `--health-delay-ms` fault injection holds the health answer at least that long
+/// (a sleep never ends early, so this lower bound is deterministic), then answers as usual.
+#[actix_web::test]
+async fn healthz_can_be_delayed_for_fault_injection() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_health_delay(
+        &dir.path().join("none.sock"),
+        Duration::from_millis(500),
+        300,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let res = test::call_service(
+        &app,
+        test::TestRequest::get().uri("/api/healthz").to_request(),
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "answered after {:?}, before the injected delay",
+        started.elapsed()
+    );
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(&res, header::CACHE_CONTROL), "no-store");
     let body: Value = test::read_body_json(res).await;

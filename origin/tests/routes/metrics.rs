@@ -35,6 +35,7 @@ fn roles(site: &Site) -> Vec<Role> {
                 haproxy_socket: site.root().join("haproxy.sock"),
                 build_id: build_id.clone(),
                 stats_timeout: DEFAULT_STATS_TIMEOUT,
+                health_delay_ms: 0,
             },
         },
         Role::ApiFallback {

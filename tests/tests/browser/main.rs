@@ -1,0 +1,72 @@
+//! Real-browser end-to-end scenarios: headless Chromium (through chromedriver) in front of
+//! the real HAProxy and origin binaries. Each scenario starts its own stack and browser,
+//! injects a fault, and follows one tab through the maintenance page and back.
+//!
+//! Needs `haproxy`, `/usr/bin/chromium`, `/usr/bin/chromedriver` and the built client
+//! (`cargo xtask build-client`). Runs on libtest-mimic, one scenario at a time unless
+//! `--test-threads` says otherwise (at most 2 make sense on 2 cores), and prints a table of
+//! detection and recovery times at the end. Screenshots go to `target/screenshots/`.
+//!
+//! ```text
+//! cargo test -p tests --test browser                 # every scenario
+//! cargo test -p tests --test browser -- f7           # one, by name filter
+//! ```
+
+mod dashboard;
+mod flapping;
+mod outages;
+mod return_targets;
+mod support;
+
+use std::time::Instant;
+
+use libtest_mimic::{Arguments, Trial};
+
+/// Every scenario, in the order they run.
+const SCENARIOS: [(&str, fn()); 14] = [
+    ("f1_api_main_crash", outages::f1_api_main_crash),
+    ("f2_static_main_crash", outages::f2_static_main_crash),
+    ("f3_both_mains_crash", outages::f3_both_mains_crash),
+    ("f4_api_main_hangs", outages::f4_api_main_hangs),
+    ("f5_api_health_too_slow", outages::f5_api_health_too_slow),
+    ("f6_every_origin_dead", outages::f6_every_origin_dead),
+    ("f7_api_main_flaps", flapping::f7_api_main_flaps),
+    (
+        "f8_haproxy_reload_mid_outage",
+        outages::f8_haproxy_reload_mid_outage,
+    ),
+    ("f9_ten_crash_cycles", outages::f9_ten_crash_cycles),
+    ("deep_link", return_targets::deep_link),
+    (
+        "hostile_return_targets",
+        return_targets::hostile_return_targets,
+    ),
+    (
+        "dashboard_shows_servers_and_flips",
+        dashboard::dashboard_shows_servers_and_flips,
+    ),
+    (
+        "dashboard_self_detects_outage",
+        dashboard::dashboard_self_detects_outage,
+    ),
+    (
+        "dashboard_reloads_once_on_new_static_build",
+        dashboard::dashboard_reloads_once_on_new_static_build,
+    ),
+];
+
+fn main() {
+    let mut args = Arguments::from_args();
+    // Each scenario runs HAProxy, four origins and Chromium: one at a time by default.
+    args.test_threads.get_or_insert(1);
+    let trials = SCENARIOS
+        .iter()
+        .map(|&(name, scenario)| Trial::test(name, move || support::run(name, scenario)))
+        .collect();
+    let started = Instant::now();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if !args.list && conclusion.num_passed + conclusion.num_failed > 0 {
+        println!("{}", support::timing_table(started.elapsed()));
+    }
+    conclusion.exit();
+}
