@@ -36,7 +36,8 @@ mod wait;
 
 pub use nix::sys::signal::Signal;
 pub use paths::{
-    free_port, haproxy_binary, origin_binary, target_dir, workspace_root, ORIGIN_BIN_ENV,
+    free_port, free_port_on, haproxy_binary, origin_binary, private_loopback, target_dir,
+    workspace_root, ORIGIN_BIN_ENV,
 };
 pub use process::{ProcessSpec, Readiness, ServerProcess};
 pub use stack::{

@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 /// The workspace root (the directory holding `haproxy.cfg` and `www/`).
@@ -106,13 +107,39 @@ pub fn haproxy_binary() -> PathBuf {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 ///
-/// Only for programs that cannot report the port they bound (HAProxy); the origin binary
-/// binds port 0 itself and prints its address.
+/// Only for programs that cannot report the port they bound (chromedriver); the origin
+/// binary binds port 0 itself and prints its address.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap_or_else(|error| panic!("could not bind a port on 127.0.0.1: {error}"));
+    free_port_on(Ipv4Addr::LOCALHOST)
+}
+
+/// A TCP port on `ip` that was free a moment ago.
+pub fn free_port_on(ip: Ipv4Addr) -> u16 {
+    let listener = TcpListener::bind((ip, 0))
+        .unwrap_or_else(|error| panic!("could not bind a port on {ip}: {error}"));
     listener
         .local_addr()
         .expect("a bound listener has an address")
         .port()
+}
+
+/// A loopback address of its own for each stack: 127.a.b.c, from the process id and a
+/// counter, never 127.0.0.1.
+///
+/// A test that kills a server frees its port, and the kernel may hand that port to a server
+/// another test starts meanwhile; on a shared address, the first test's HAProxy would then
+/// find a "recovered" server that is not its own. On distinct addresses that cannot happen.
+/// Linux answers the whole 127.0.0.0/8 on the loopback interface.
+pub fn private_loopback() -> Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    // The casts keep values within 1..=250 and 0..=249, so no octet is 0 or 255 where that
+    // would matter, and the result is never 127.0.0.1 (the second octet is at least 1).
+    Ipv4Addr::new(
+        127,
+        (1 + pid % 250) as u8,
+        (n / 250 % 250) as u8,
+        (1 + n % 250) as u8,
+    )
 }

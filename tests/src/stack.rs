@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use crate::http::{Request, Response};
-use crate::paths::{free_port, haproxy_binary, origin_binary, workspace_root};
+use crate::paths::{free_port_on, haproxy_binary, origin_binary, private_loopback, workspace_root};
 use crate::process::{ProcessSpec, Readiness, ServerProcess};
 use crate::wait;
 
@@ -212,13 +212,16 @@ impl StackBuilder {
             .unwrap_or_else(|error| panic!("cannot create a temporary directory: {error}"));
         let socket = dir.path().join("haproxy.sock");
         let origin = origin_binary();
+        // Every process of this stack listens on this stack's own loopback address.
+        let ip = private_loopback();
+        let listen = SocketAddr::from((ip, 0)).to_string();
 
         let origins: Vec<ServerProcess> = Role::ALL
             .iter()
             .map(|&role| {
                 let mut spec = ProcessSpec::new(role.name(), origin)
                     .arg(role.name())
-                    .args(["--listen", "127.0.0.1:0"])
+                    .args(["--listen", listen.as_str()])
                     .listen_flag("--listen")
                     .args(["--build-id", &self.build_id])
                     .current_dir(dir.path())
@@ -236,7 +239,7 @@ impl StackBuilder {
         let config = self
             .config
             .unwrap_or_else(|| workspace_root().join("haproxy.cfg"));
-        let haproxy = start_haproxy(&config, &origins, &socket, &www, dir.path());
+        let haproxy = start_haproxy(ip, &config, &origins, &socket, &www, dir.path());
         let stack = Stack {
             haproxy,
             origins,
@@ -252,6 +255,7 @@ impl StackBuilder {
 
 /// Starts HAProxy on a free port, trying another port if that one was taken meanwhile.
 fn start_haproxy(
+    ip: Ipv4Addr,
     config: &Path,
     origins: &[ServerProcess],
     socket: &Path,
@@ -262,7 +266,7 @@ fn start_haproxy(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let bind = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let bind = SocketAddr::from((ip, free_port_on(ip)));
         let spec = ProcessSpec::new("haproxy", haproxy_binary())
             .args(["-W", "-db", "-f"])
             .arg(config)
