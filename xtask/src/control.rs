@@ -1,8 +1,8 @@
-//! `cargo xtask restart`, `stop` and `status`: talking to a running `cargo xtask up`.
+//! `cargo xtask restart`, `redeploy`, `stop` and `status`: talking to a running `cargo xtask up`.
 
 use std::{
     fs,
-    io::{Read, Write},
+    io::{BufRead, BufReader, Write},
     os::unix::net::UnixStream,
     thread,
     time::{Duration, Instant},
@@ -12,8 +12,9 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::stack::{self, Role};
 
-/// Longest a request may take: a restart waits for the old server to drain (up to 15 s)
-/// and for the new one to report its address (up to 30 s).
+/// Longest `up` may stay silent while answering: a restart waits for the old server to drain
+/// (up to 15 s) and for the new one to report its address (up to 30 s); a redeploy sends a
+/// progress line after each step, the longest of which is the same drain.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// `cargo xtask restart <name>`.
@@ -76,6 +77,12 @@ pub fn status() -> Result<()> {
 /// Sends one request line to `up` and returns the reply after `ok `, or the reply after
 /// `error ` as the error.
 fn request(line: &str) -> Result<String> {
+    request_with_progress(line, |_| {})
+}
+
+/// Like `request`, handing each `progress ...` line that comes before the reply to
+/// `on_progress` as it arrives (without the prefix).
+pub fn request_with_progress(line: &str, mut on_progress: impl FnMut(&str)) -> Result<String> {
     let path = stack::control_socket();
     let mut stream = UnixStream::connect(&path).map_err(|err| {
         anyhow!(
@@ -88,12 +95,21 @@ fn request(line: &str) -> Result<String> {
         .write_all(format!("{line}\n").as_bytes())
         .context("could not send the request to `cargo xtask up`")?;
     let mut reply = String::new();
-    stream.read_to_string(&mut reply).with_context(|| {
-        format!(
-            "`cargo xtask up` did not answer within {} s",
-            REPLY_TIMEOUT.as_secs()
-        )
-    })?;
+    for received in BufReader::new(&stream).lines() {
+        let received = received.with_context(|| {
+            format!(
+                "`cargo xtask up` did not answer within {} s",
+                REPLY_TIMEOUT.as_secs()
+            )
+        })?;
+        match received.strip_prefix("progress ") {
+            Some(progress) if reply.is_empty() => on_progress(progress),
+            _ => {
+                reply.push_str(&received);
+                reply.push('\n');
+            }
+        }
+    }
     parse_reply(&reply)
 }
 

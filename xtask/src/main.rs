@@ -4,11 +4,14 @@
 //! foreground; `test` runs every check CI runs. Both first install whatever this machine is
 //! missing (see `install`), so a fresh Debian 12 machine needs nothing but Rust.
 
+mod bench;
 mod check;
 mod client;
 mod cmd;
 mod control;
 mod install;
+mod loadgen;
+mod redeploy;
 mod stack;
 
 use std::{
@@ -27,6 +30,10 @@ use crate::stack::Role;
 #[derive(Parser)]
 #[command(name = "xtask", bin_name = "cargo xtask", version)]
 struct Cli {
+    /// Where the stack keeps its pid, address and log files and its control socket (default
+    /// target/stack): a second stack, such as a test's, runs next to yours with its own.
+    #[arg(long, global = true, value_name = "DIR")]
+    stack_dir: Option<PathBuf>,
     #[command(subcommand)]
     verb: Verb,
 }
@@ -51,12 +58,27 @@ enum Verb {
         #[arg(value_enum)]
         name: Role,
     },
+    /// Ask the running `cargo xtask up` to replace a tier's main server without failing a
+    /// request: a new process next to the old one, HAProxy switched to it, the old one drained.
+    Redeploy {
+        /// Which tier.
+        #[arg(value_enum)]
+        tier: redeploy::Tier,
+        /// The new server's build id (default: the old id's base with the current unix time).
+        #[arg(long)]
+        build_id: Option<String>,
+    },
+    /// Send fixed-rate HTTP load to the running stack and report every failed request.
+    Load(loadgen::LoadArgs),
     /// Show each server of the stack and whether its process is alive.
     Status,
     /// Ask the running `cargo xtask up` to stop the stack, and wait until it has.
     Stop,
     /// Run every check CI runs: install, build-client, fmt, clippy, native and browser tests.
     Test,
+    /// Measure the stack against its goals and comparators; print a table and write
+    /// BENCHMARKS.md (installs nginx and wrk, builds the client and origin in release first).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +96,10 @@ fn main() -> ExitCode {
 
 fn try_main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.stack_dir {
+        // Relative to where the command was typed, before moving to the workspace root.
+        stack::set_stack_dir(std::path::absolute(dir).context("--stack-dir is unusable")?);
+    }
     let root = workspace_root();
     env::set_current_dir(&root)
         .with_context(|| format!("could not enter the workspace at {}", root.display()))?;
@@ -83,9 +109,12 @@ fn try_main() -> Result<()> {
         Verb::BuildClient => client::build(),
         Verb::Up(args) => stack::up(&args),
         Verb::Restart { name } => control::restart(name),
+        Verb::Redeploy { tier, build_id } => redeploy::request(tier, build_id.as_deref()),
+        Verb::Load(args) => loadgen::load(&args),
         Verb::Status => control::status(),
         Verb::Stop => control::stop(),
         Verb::Test => check::test(),
+        Verb::Bench(args) => bench::run(&args),
     }
 }
 

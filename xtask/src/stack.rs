@@ -1,11 +1,12 @@
 //! `cargo xtask up`: HAProxy and the four origin servers on localhost, supervised in the
 //! foreground until Ctrl-C or SIGTERM.
 //!
-//! Everything the running stack leaves lives in target/stack/: `<name>.pid`, `<name>.log` and
-//! `<name>.addr` per server, `haproxy.sock` (HAProxy's runtime API, read by api-main) and
-//! `control.sock`, where `up` answers one-line requests from `cargo xtask restart` and
-//! `cargo xtask stop`. The reply is a first line `ok ...` or `error ...`, possibly followed by
-//! detail lines, then the connection closes.
+//! Everything the running stack leaves lives in target/stack/ (or `--stack-dir`):
+//! `<name>.pid`, `<name>.log` and `<name>.addr` per server, `haproxy.sock` (HAProxy's runtime
+//! API, read by api-main), `haproxy.state` (server states kept across a reload) and
+//! `control.sock`, where `up` answers one-line requests from `cargo xtask restart`,
+//! `redeploy` and `stop`. The reply is a first line `ok ...` or `error ...`, possibly followed
+//! by detail lines, then the connection closes; a redeploy sends `progress ...` lines first.
 //!
 //! The supervisor reports exits but never restarts a server by itself: watching the site
 //! fail over, and come back on request, is the point of running it.
@@ -21,7 +22,10 @@ use std::{
     },
     path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, ExitStatus, Stdio},
-    sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
+    sync::{
+        mpsc::{self, Receiver, RecvTimeoutError, Sender},
+        OnceLock,
+    },
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -33,7 +37,10 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::{client, cmd, install};
+use crate::{
+    client, cmd, install,
+    redeploy::{self, Progress, Tier},
+};
 
 /// How long a server may take from spawn to ready (address printed, port accepting).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -135,9 +142,32 @@ pub struct UpArgs {
     pub no_build: bool,
 }
 
-/// target/stack, relative to the workspace root (the current directory).
+static STACK_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Keeps the stack's files in `dir` instead of target/stack (`--stack-dir`), so that a test
+/// can run a stack of its own next to a developer's. Takes effect only before first use.
+pub fn set_stack_dir(dir: PathBuf) {
+    let _ = STACK_DIR.set(dir);
+}
+
+/// target/stack, relative to the workspace root (the current directory), unless
+/// `--stack-dir` says otherwise.
 pub fn stack_dir() -> PathBuf {
-    PathBuf::from("target/stack")
+    STACK_DIR
+        .get_or_init(|| PathBuf::from("target/stack"))
+        .clone()
+}
+
+/// HAProxy's runtime API socket, absolute: origin's api-main reads it from another directory.
+pub fn haproxy_socket() -> PathBuf {
+    absolute(&stack_dir().join("haproxy.sock"))
+}
+
+/// Where HAProxy's server states are saved before a reload, so that the new workers keep
+/// what the runtime API changed (a redeploy's new port); see `load-server-state-from-file`
+/// in haproxy.cfg.
+fn haproxy_state_file() -> PathBuf {
+    absolute(&stack_dir().join("haproxy.state"))
 }
 
 /// The file holding a running server's pid.
@@ -217,7 +247,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
         .with_context(|| format!("could not listen on {}", control_socket().display()))?;
     thread::spawn(move || serve_control(control, events_tx));
 
-    let mut stack = Stack::new(args.listen, origin, www, build_id());
+    let mut stack = Stack::new(args.listen, origin, www, &build_id());
     if let Err(err) = stack.start_all() {
         stack.shutdown(&events);
         remove_runtime_files();
@@ -295,6 +325,7 @@ fn remove_runtime_files() {
         let _ = fs::remove_file(pid_file(role));
     }
     let _ = fs::remove_file(stack_dir().join("haproxy.sock"));
+    let _ = fs::remove_file(stack_dir().join("haproxy.state"));
     let _ = fs::remove_file(control_socket());
 }
 
@@ -336,21 +367,33 @@ fn answer_request(stream: UnixStream, events: &Sender<Event>) -> io::Result<()> 
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line)?;
-    let (reply_tx, reply_rx) = mpsc::channel();
-    let reply = match events.send(Event::Request(line.trim().to_owned(), reply_tx)) {
-        Ok(()) => reply_rx.recv().ok(),
-        Err(_) => None,
-    };
-    let reply = reply.unwrap_or_else(|| "error the stack is stopping".to_owned());
-    (&stream).write_all(format!("{}\n", reply.trim_end()).as_bytes())
+    let (reply_tx, reply_rx) = mpsc::channel::<String>();
+    if events
+        .send(Event::Request(line.trim().to_owned(), reply_tx))
+        .is_err()
+    {
+        return (&stream).write_all(b"error the stack is stopping\n");
+    }
+    // `progress ...` lines as they come (a redeploy), then the final `ok`/`error` reply.
+    let mut answered = false;
+    for reply in reply_rx {
+        answered |= !reply.starts_with("progress ");
+        (&stream).write_all(format!("{}\n", reply.trim_end()).as_bytes())?;
+    }
+    if !answered {
+        (&stream).write_all(b"error the stack is stopping\n")?;
+    }
+    Ok(())
 }
 
 /// A server `up` runs.
 struct Server {
     role: Role,
     /// Where it listens: origins start on port 0 and keep the bound address across restarts,
-    /// since HAProxy's configuration names it.
+    /// since HAProxy's configuration names it (a redeploy moves it, through the runtime API).
     listen: SocketAddr,
+    /// The build id it runs with (a redeploy changes it).
+    build_id: String,
     child: Option<Child>,
 }
 
@@ -359,12 +402,11 @@ struct Stack {
     site: SocketAddr,
     origin: PathBuf,
     www: PathBuf,
-    build_id: String,
     servers: Vec<Server>,
 }
 
 impl Stack {
-    fn new(site: SocketAddr, origin: PathBuf, www: PathBuf, build_id: String) -> Self {
+    fn new(site: SocketAddr, origin: PathBuf, www: PathBuf, build_id: &str) -> Self {
         let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
         let servers = Role::ALL
             .iter()
@@ -375,6 +417,7 @@ impl Stack {
                 } else {
                     any_port
                 },
+                build_id: build_id.to_owned(),
                 child: None,
             })
             .collect();
@@ -382,7 +425,6 @@ impl Stack {
             site,
             origin,
             www,
-            build_id,
             servers,
         }
     }
@@ -402,22 +444,20 @@ impl Stack {
         self.start_haproxy()
     }
 
-    fn origin_command(&self, role: Role, listen: SocketAddr) -> Command {
+    fn origin_command(&self, role: Role, listen: SocketAddr, build_id: &str) -> Command {
         let mut command = Command::new(&self.origin);
         command
             .arg(role.name())
             .arg("--listen")
             .arg(listen.to_string())
             .arg("--build-id")
-            .arg(&self.build_id);
+            .arg(build_id);
         match role {
             Role::StaticMain | Role::StaticFallback => {
                 command.arg("--www").arg(&self.www);
             }
             Role::ApiMain => {
-                command
-                    .arg("--haproxy-socket")
-                    .arg(absolute(&stack_dir().join("haproxy.sock")));
+                command.arg("--haproxy-socket").arg(haproxy_socket());
             }
             Role::ApiFallback | Role::Haproxy => {}
         }
@@ -426,55 +466,48 @@ impl Stack {
 
     /// Starts an origin server and waits for the address it prints first on stdout.
     fn start_origin(&mut self, role: Role) -> Result<()> {
-        let listen = self.server(role).listen;
-        let log = open_log(role)?;
-        let mut command = self.origin_command(role, listen);
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log.try_clone()?)
-            // Its own process group: Ctrl-C reaches `up` alone, which stops servers in order.
-            .process_group(0);
-        let line = cmd::display(&command);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("could not start {role} (`{line}`)"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .context("the child's stdout is not piped")?;
-        let (first_line_tx, first_line) = mpsc::channel();
-        thread::spawn(move || forward_stdout(stdout, log, first_line_tx));
-
-        let first_line = first_line.recv_timeout(READY_TIMEOUT);
-        let bound = first_line
-            .as_ref()
-            .ok()
-            .and_then(|line| line.trim().parse::<SocketAddr>().ok());
-        let Some(bound) = bound else {
-            let status = kill_and_reap(&mut child);
-            let why = match first_line {
-                Ok(line) if line.is_empty() => format!(
-                    "it exited ({}) before printing its address",
-                    status.map_or("status unknown".to_owned(), cmd::describe)
-                ),
-                Ok(line) => format!(
-                    "its first line on stdout is `{}`, not an address",
-                    line.trim()
-                ),
-                Err(_) => format!("it printed no address within {} s", READY_TIMEOUT.as_secs()),
-            };
-            bail!(
-                "{role} did not start: {why}.\nCommand: {line}\nLast lines of {}:\n{}",
-                log_file(role).display(),
-                log_tail(role)
-            );
-        };
+        let server = self.server(role);
+        let (listen, build_id) = (server.listen, server.build_id.clone());
+        let (child, bound) = spawn_origin(role, self.origin_command(role, listen, &build_id))?;
         let pid = child.id();
         let server = self.server(role);
         server.listen = bound;
         server.child = Some(child);
         write_runtime_files(role, pid, bound)
+    }
+
+    /// `cargo xtask redeploy <tier>`: see the `redeploy` module.
+    fn redeploy(
+        &mut self,
+        tier: Tier,
+        build_id: Option<&str>,
+        progress: &Progress<'_>,
+    ) -> Result<String> {
+        let role = tier.main_role();
+        if self.server(Role::Haproxy).child.is_none() {
+            bail!(
+                "haproxy is not running, so there is no traffic to hand over; start it with \
+                 `cargo xtask restart haproxy`, or restart the server with `cargo xtask restart \
+                 {role}`"
+            );
+        }
+        let build_id = match build_id {
+            Some(id) => {
+                redeploy::check_build_id(id)?;
+                id.to_owned()
+            }
+            None => redeploy::next_build_id(&self.server(role).build_id, redeploy::unix_now()),
+        };
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let command = self.origin_command(role, any_port, &build_id);
+        let server = self.server(role);
+        let slot = redeploy::Slot {
+            role,
+            child: &mut server.child,
+            listen: &mut server.listen,
+            build_id: &mut server.build_id,
+        };
+        redeploy::hand_over(tier, slot, command, &build_id, &haproxy_socket(), progress)
     }
 
     fn haproxy_command(&self) -> Command {
@@ -491,11 +524,9 @@ impl Stack {
             .env("STATIC_FALLBACK_ADDR", addr(Role::StaticFallback))
             .env("API_MAIN_ADDR", addr(Role::ApiMain))
             .env("API_FALLBACK_ADDR", addr(Role::ApiFallback))
-            .env(
-                "HAPROXY_STATS_SOCKET",
-                absolute(&stack_dir().join("haproxy.sock")),
-            )
-            .env("WWW_DIR", &self.www);
+            .env("HAPROXY_STATS_SOCKET", haproxy_socket())
+            .env("WWW_DIR", &self.www)
+            .env("HAPROXY_SERVER_STATE_FILE", haproxy_state_file());
         command
     }
 
@@ -527,6 +558,10 @@ impl Stack {
 
     /// Starts HAProxy in master-worker mode and waits until its port accepts connections.
     fn start_haproxy(&mut self) -> Result<()> {
+        // The addresses come from the environment at a start; a state file left from an
+        // earlier HAProxy would bring back its ports. "1" alone: a valid file with no server.
+        fs::write(haproxy_state_file(), "1\n")
+            .with_context(|| format!("could not write {}", haproxy_state_file().display()))?;
         self.check_haproxy_config()?;
         let log = open_log(Role::Haproxy)?;
         let mut command = self.haproxy_command();
@@ -593,6 +628,7 @@ impl Stack {
             self.site
         );
         say!("  Bring it back:     cargo xtask restart api-main");
+        say!("  Zero-failure swap: cargo xtask redeploy api   (or static)");
         say!("  See what runs:     cargo xtask status");
         say!("  Stop the stack:    Ctrl-C here, or cargo xtask stop");
         say!("This terminal reports servers that exit; nothing is restarted automatically.");
@@ -611,7 +647,7 @@ impl Stack {
                     return;
                 }
                 Ok(Event::Request(line, reply)) => {
-                    let (answer, stop) = self.answer(&line);
+                    let (answer, stop) = self.answer(&line, &reply);
                     let _ = reply.send(answer);
                     if stop {
                         say!("up: `cargo xtask stop` asked to stop the stack...");
@@ -645,7 +681,7 @@ impl Stack {
     }
 
     /// The reply to one control request, and whether to stop the stack afterwards.
-    fn answer(&mut self, line: &str) -> (String, bool) {
+    fn answer(&mut self, line: &str, reply: &Sender<String>) -> (String, bool) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["restart", name] => {
@@ -673,9 +709,32 @@ impl Stack {
                     }
                 }
             }
+            ["redeploy", tier, build_id @ ..] if build_id.len() <= 1 => {
+                let Ok(tier) = Tier::from_str(tier, false) else {
+                    return (
+                        format!("error there is no tier `{tier}`; the tiers are static, api"),
+                        false,
+                    );
+                };
+                self.report_exits();
+                let role = tier.main_role();
+                match self.redeploy(tier, build_id.first().copied(), &Progress::new(reply)) {
+                    Ok(done) => {
+                        say!("up: {done}");
+                        (format!("ok {done}"), false)
+                    }
+                    Err(err) => {
+                        say!("up: redeploying {role} failed: {err:#}");
+                        (format!("error {err:#}"), false)
+                    }
+                }
+            }
             ["stop"] => ("ok stopping the stack".to_owned(), true),
             _ => (
-                format!("error unknown request `{line}`; expected `restart <name>` or `stop`"),
+                format!(
+                    "error unknown request `{line}`; expected `restart <name>`, \
+                     `redeploy <tier> [<build id>]` or `stop`"
+                ),
                 false,
             ),
         }
@@ -721,6 +780,19 @@ impl Stack {
             return Ok(format!("haproxy was not running; started it, pid {pid}"));
         };
         self.check_haproxy_config()?;
+        // HAProxy's environment still names the ports it was started with; the new workers
+        // take the ports a redeploy moved servers to from this file instead.
+        let saved = redeploy::RuntimeApi::new(&haproxy_socket())
+            .command("show servers state")
+            .and_then(|state| {
+                fs::write(haproxy_state_file(), state).context("could not write the state file")
+            });
+        if let Err(err) = saved {
+            say!(
+                "up: could not save HAProxy's server states before the reload ({err:#}); the \
+                 new workers use the addresses HAProxy was started with"
+            );
+        }
         let log = log_file(Role::Haproxy);
         let seen = fs::metadata(&log).map_or(0, |meta| meta.len());
         kill(master, Signal::SIGUSR2).context("could not send SIGUSR2 to haproxy")?;
@@ -816,6 +888,54 @@ impl Drop for Stack {
     }
 }
 
+/// Spawns an origin server with `command` (stdout piped to `up`, stderr to its log, its own
+/// process group) and waits for the address it prints first on stdout.
+pub fn spawn_origin(role: Role, mut command: Command) -> Result<(Child, SocketAddr)> {
+    let log = open_log(role)?;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.try_clone()?)
+        // Its own process group: Ctrl-C reaches `up` alone, which stops servers in order.
+        .process_group(0);
+    let line = cmd::display(&command);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("could not start {role} (`{line}`)"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("the child's stdout is not piped")?;
+    let (first_line_tx, first_line) = mpsc::channel();
+    thread::spawn(move || forward_stdout(stdout, log, first_line_tx));
+
+    let first_line = first_line.recv_timeout(READY_TIMEOUT);
+    let bound = first_line
+        .as_ref()
+        .ok()
+        .and_then(|line| line.trim().parse::<SocketAddr>().ok());
+    let Some(bound) = bound else {
+        let status = kill_and_reap(&mut child);
+        let why = match first_line {
+            Ok(line) if line.is_empty() => format!(
+                "it exited ({}) before printing its address",
+                status.map_or("status unknown".to_owned(), cmd::describe)
+            ),
+            Ok(line) => format!(
+                "its first line on stdout is `{}`, not an address",
+                line.trim()
+            ),
+            Err(_) => format!("it printed no address within {} s", READY_TIMEOUT.as_secs()),
+        };
+        bail!(
+            "{role} did not start: {why}.\nCommand: {line}\nLast lines of {}:\n{}",
+            log_file(role).display(),
+            log_tail(role)
+        );
+    };
+    Ok((child, bound))
+}
+
 /// Copies a child's stdout into its log, handing the first line (its address) to `up`.
 fn forward_stdout(stdout: ChildStdout, mut log: File, first_line: Sender<String>) {
     let mut reader = BufReader::new(stdout);
@@ -827,7 +947,7 @@ fn forward_stdout(stdout: ChildStdout, mut log: File, first_line: Sender<String>
 
 /// SIGTERM to each child, then waits up to `STOP_TIMEOUT` before SIGKILL. Returns how each
 /// ended.
-fn stop_gracefully(children: &mut [&mut Child]) -> Vec<Option<ExitStatus>> {
+pub fn stop_gracefully(children: &mut [&mut Child]) -> Vec<Option<ExitStatus>> {
     for child in children.iter() {
         terminate(child);
     }
@@ -861,7 +981,7 @@ fn terminate(child: &Child) {
 }
 
 /// SIGKILL to the child's process group (HAProxy's workers too), then reaps the child.
-fn kill_and_reap(child: &mut Child) -> Option<ExitStatus> {
+pub fn kill_and_reap(child: &mut Child) -> Option<ExitStatus> {
     if let Ok(Some(status)) = child.try_wait() {
         return Some(status);
     }
@@ -870,7 +990,7 @@ fn kill_and_reap(child: &mut Child) -> Option<ExitStatus> {
     child.wait().ok()
 }
 
-fn write_runtime_files(role: Role, pid: u32, addr: SocketAddr) -> Result<()> {
+pub fn write_runtime_files(role: Role, pid: u32, addr: SocketAddr) -> Result<()> {
     fs::write(pid_file(role), format!("{pid}\n"))
         .with_context(|| format!("could not write {}", pid_file(role).display()))?;
     fs::write(addr_file(role), format!("{addr}\n"))
@@ -886,7 +1006,7 @@ fn open_log(role: Role) -> Result<File> {
         .with_context(|| format!("could not open {}", path.display()))
 }
 
-fn note_in_log(role: Role, what: &str) {
+pub fn note_in_log(role: Role, what: &str) {
     if let Ok(mut log) = open_log(role) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
