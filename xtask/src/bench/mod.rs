@@ -1,0 +1,618 @@
+//! `cargo xtask bench`: the figures behind the stack's design choices, each measured against
+//! a comparator, printed as a table and written to BENCHMARKS.md.
+//!
+//! | figure | module | measures |
+//! |---|---|---|
+//! | P1, P2 | [`detection`] | api-main crashes or hangs until `/` answers maintenance |
+//! | P3 | [`tabs`] | open maintenance tabs in headless Chromium until back on the dashboard |
+//! | P4 | [`redeploy`] | failed requests over ten redeploys under fixed-rate load |
+//! | P5 | [`throughput`] | static tier through HAProxy with wrk, against nginx |
+//! | P6 | [`assets`] | maintenance assets as HAProxy sends them, against its buffer |
+//! | P7 | [`herd`] | 10,000 simulated tabs of the client's own state machine |
+//!
+//! [`report`] describes the machine and writes the table. Benchmarks report: a slow result is
+//! "goal not met", never an error. A figure fails only when it cannot measure (a process
+//! does not start, a wait runs past its deadline); the others are still reported. Every
+//! process a figure starts is owned by a guard that kills and reaps it, also when the
+//! figure panics (the harness panics on timeouts), and Ctrl-C stops at the next poll.
+
+mod assets;
+mod detection;
+mod herd;
+mod redeploy;
+mod report;
+mod tabs;
+mod throughput;
+
+use std::{
+    env, fmt, fs,
+    io::Read,
+    panic::{self, AssertUnwindSafe},
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{client, cmd, install};
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Runs per figure and variant; each figure reports the median with min and max.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub runs: u32,
+    /// Measure only these figures, comma-separated, e.g. `--only P1,P7`.
+    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true)]
+    pub only: Vec<FigureId>,
+}
+
+/// One figure of the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum FigureId {
+    /// api-main crashes (SIGKILL) until `/` answers maintenance.
+    P1,
+    /// api-main hangs (SIGSTOP) until `/` answers maintenance.
+    P2,
+    /// The tier is back until open maintenance tabs are back on the dashboard.
+    P3,
+    /// Ten planned redeploys under fixed-rate load.
+    P4,
+    /// Static tier throughput through HAProxy.
+    P5,
+    /// Maintenance page assets against HAProxy's buffer.
+    P6,
+    /// The recovery herd of 10,000 simulated tabs.
+    P7,
+}
+
+impl FigureId {
+    const ALL: [FigureId; 7] = [
+        FigureId::P1,
+        FigureId::P2,
+        FigureId::P3,
+        FigureId::P4,
+        FigureId::P5,
+        FigureId::P6,
+        FigureId::P7,
+    ];
+
+    /// The order figures are measured in: the quick ones first, P4 last (it needs the
+    /// redeploy verb and the load generator).
+    const MEASURE_ORDER: [FigureId; 7] = [
+        FigureId::P6,
+        FigureId::P7,
+        FigureId::P1,
+        FigureId::P2,
+        FigureId::P3,
+        FigureId::P5,
+        FigureId::P4,
+    ];
+
+    /// One line saying what the figure measures.
+    pub fn title(self) -> &'static str {
+        match self {
+            FigureId::P1 => "api-main killed (SIGKILL) until `/` answers maintenance",
+            FigureId::P2 => "api-main hung (SIGSTOP) until `/` answers maintenance",
+            FigureId::P3 => "tier healthy again until 5 open maintenance tabs show the dashboard",
+            FigureId::P4 => "10 redeploys of api-main under fixed-rate load: failed requests",
+            FigureId::P5 => "static tier through HAProxy, wrk -t2 -c50 -d10s /index.html",
+            FigureId::P6 => "largest maintenance asset HAProxy sends from memory",
+            FigureId::P7 => "herd of 10,000 tabs: largest share navigating in one second",
+        }
+    }
+}
+
+impl fmt::Display for FigureId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// How a series' numbers read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Seconds, two decimals.
+    Seconds,
+    /// A plain count (requests, answers).
+    Count,
+    /// Requests per second.
+    RequestsPerSecond,
+    /// Bytes.
+    Bytes,
+    /// A percentage, one decimal.
+    Percent,
+}
+
+impl Unit {
+    /// `value` with its unit, e.g. `0.62 s`, `54,120 req/s`.
+    pub fn format(self, value: f64) -> String {
+        let bare = self.bare(value);
+        match self {
+            Unit::Seconds => format!("{bare} s"),
+            Unit::Count => bare,
+            Unit::RequestsPerSecond => format!("{bare} req/s"),
+            Unit::Bytes => format!("{bare} B"),
+            Unit::Percent => format!("{bare} %"),
+        }
+    }
+
+    /// `value` without its unit.
+    pub fn bare(self, value: f64) -> String {
+        match self {
+            Unit::Seconds => format!("{value:.2}"),
+            Unit::Percent => format!("{value:.1}"),
+            Unit::Count | Unit::RequestsPerSecond | Unit::Bytes => thousands(value.round()),
+        }
+    }
+}
+
+/// `12345` as `12,345`.
+pub fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.abs());
+    let mut grouped = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    if value < 0.0 {
+        grouped.insert(0, '-');
+    }
+    grouped
+}
+
+/// The median with the smallest and largest value of a set of runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    /// The middle value (the mean of the two middle ones for an even count).
+    pub median: f64,
+    /// The smallest value.
+    pub min: f64,
+    /// The largest value.
+    pub max: f64,
+}
+
+impl Summary {
+    /// The summary of `values`, or `None` when there are none.
+    pub fn of(values: &[f64]) -> Option<Summary> {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let (first, last) = (*sorted.first()?, *sorted.last()?);
+        let middle = sorted.len() / 2;
+        let median = if sorted.len() % 2 == 1 {
+            sorted[middle]
+        } else {
+            (sorted[middle - 1] + sorted[middle]) / 2.0
+        };
+        Some(Summary {
+            median,
+            min: first,
+            max: last,
+        })
+    }
+}
+
+/// One variant's values, one per run.
+#[derive(Clone, Debug)]
+pub struct Series {
+    /// Which variant: "haproxy.cfg", "HAProxy default checks", ...
+    pub label: String,
+    /// One value per run.
+    pub values: Vec<f64>,
+    /// How the values read.
+    pub unit: Unit,
+    /// More to show next to the median, e.g. latency percentiles.
+    pub detail: Option<String>,
+}
+
+impl Series {
+    /// A series without detail.
+    pub fn new(label: impl Into<String>, values: Vec<f64>, unit: Unit) -> Series {
+        Series {
+            label: label.into(),
+            values,
+            unit,
+            detail: None,
+        }
+    }
+
+    /// The median with min and max over the runs.
+    pub fn summary(&self) -> Option<Summary> {
+        Summary::of(&self.values)
+    }
+
+    /// The table cell: `median unit [min–max]`, plus the detail.
+    pub fn cell(&self) -> String {
+        let Some(summary) = self.summary() else {
+            return "—".to_owned();
+        };
+        let mut cell = self.unit.format(summary.median);
+        if self.values.len() > 1 {
+            if summary.min == summary.max {
+                cell.push_str(" (every run)");
+            } else {
+                cell.push_str(&format!(
+                    " [{}–{}]",
+                    self.unit.bare(summary.min),
+                    self.unit.bare(summary.max)
+                ));
+            }
+        }
+        if let Some(detail) = &self.detail {
+            cell.push_str("; ");
+            cell.push_str(detail);
+        }
+        cell
+    }
+}
+
+/// A goal the figure is read against.
+#[derive(Clone, Debug)]
+pub struct Goal {
+    /// The goal in words, e.g. `≤ 0.5 s`.
+    pub text: String,
+    /// Whether this run met it.
+    pub met: bool,
+}
+
+/// One measured figure.
+#[derive(Clone, Debug)]
+pub struct Figure {
+    /// Which figure.
+    pub id: FigureId,
+    /// Our stack as built.
+    pub ours: Series,
+    /// What it is compared with.
+    pub comparator: Series,
+    /// The goal and whether it was met.
+    pub goal: Goal,
+    /// What else was seen: per-run detail, checks, histograms (Markdown lines).
+    pub findings: Vec<String>,
+    /// How it was measured (Markdown).
+    pub method: String,
+}
+
+/// What became of one figure.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Measured.
+    Measured(Box<Figure>),
+    /// Could not measure, with the error's first line.
+    Failed(FigureId, String),
+}
+
+impl Outcome {
+    fn id(&self) -> FigureId {
+        match self {
+            Outcome::Measured(figure) => figure.id,
+            Outcome::Failed(id, _) => *id,
+        }
+    }
+}
+
+/// What every figure shares: the run count, a scratch directory, Ctrl-C, progress lines.
+pub struct Bench {
+    /// Runs per figure and variant.
+    pub runs: usize,
+    /// target/bench: comparator configurations, logs, outputs kept for inspection.
+    pub dir: PathBuf,
+    /// A copy of this xtask binary (absolute path), for the verbs P4 runs as subprocesses:
+    /// another build may replace target/debug/xtask while the benchmark runs.
+    pub xtask: PathBuf,
+    interrupted: Arc<AtomicBool>,
+}
+
+impl Bench {
+    /// Fails once Ctrl-C (or SIGTERM) has been received, so the figure unwinds and its guards
+    /// stop every process it started.
+    pub fn check_interrupt(&self) -> Result<()> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            bail!("interrupted; stopping every process the benchmark started");
+        }
+        Ok(())
+    }
+
+    /// Sleeps `duration` in short steps, stopping early on Ctrl-C.
+    pub fn pause(&self, duration: Duration) -> Result<()> {
+        let until = Instant::now() + duration;
+        loop {
+            self.check_interrupt()?;
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Prints one progress line: `P1 run 2/3  haproxy.cfg  0.62 s`.
+    pub fn progress(&self, id: FigureId, run: usize, variant: &str, text: &str) {
+        println!("{id} run {run}/{}  {variant:<28} {text}", self.runs);
+    }
+}
+
+/// A small deterministic random number generator (SplitMix64): seeded runs repeat exactly.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64
+    }
+}
+
+/// Stops a stack from the harness in order: HAProxy first, with SIGTERM, so its master
+/// stops and reaps its worker (dropping the stack alone would SIGKILL the master and leave
+/// the worker to exit by itself), then every origin server (SIGKILL and reap, on drop).
+pub fn stop_stack(mut stack: tests::Stack) {
+    let haproxy = stack.haproxy_mut();
+    haproxy.kill(tests::Signal::SIGTERM);
+    let _ = haproxy.wait_exit(Duration::from_secs(5));
+    drop(stack);
+}
+
+/// Runs `command` to completion with its output captured, killing it if it takes longer
+/// than `limit` (or on Ctrl-C).
+pub fn output_within(bench: &Bench, command: &mut Command, limit: Duration) -> Result<Output> {
+    let line = cmd::display(command);
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{line}`: is it installed?"))?;
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
+    ]
+    .map(|pipe| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().context("could not wait for a child")? {
+            break status;
+        }
+        let stop = if started.elapsed() > limit {
+            Some(format!("`{line}` ran longer than {limit:?}"))
+        } else {
+            bench.check_interrupt().err().map(|err| err.to_string())
+        };
+        if let Some(why) = stop {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{why}; it was stopped");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let [stdout, stderr] = readers.map(|reader| reader.join().unwrap_or_default());
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// `cargo xtask bench`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let started = Instant::now();
+    let selected: Vec<FigureId> = FigureId::MEASURE_ORDER
+        .into_iter()
+        .filter(|id| args.only.is_empty() || args.only.contains(id))
+        .collect();
+
+    install::everything(true)?;
+    client::build()?;
+    let origin = build_release_origin()?;
+    // Every Stack the harness starts runs this build (see tests::ORIGIN_BIN_ENV). Set while
+    // this process has a single thread: nothing has been spawned yet.
+    env::set_var(tests::ORIGIN_BIN_ENV, &origin);
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))
+            .context("could not install the Ctrl-C handler")?;
+    }
+    let dir = PathBuf::from("target/bench");
+    fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    // /proc/self/exe reads this process's binary even after cargo has replaced the file.
+    let xtask = env::current_dir()?.join(&dir).join("xtask");
+    fs::copy("/proc/self/exe", &xtask)
+        .with_context(|| format!("could not copy the xtask binary to {}", xtask.display()))?;
+    let bench = Bench {
+        runs: usize::try_from(args.runs).unwrap_or(3),
+        dir,
+        xtask,
+        interrupted,
+    };
+    if bench.runs < 3 {
+        println!(
+            "bench: {} run(s) per figure; the report asks for at least 3 for a meaningful \
+             median with min and max",
+            bench.runs
+        );
+    }
+    let machine = report::Machine::describe();
+    println!("bench: {}", machine.one_line());
+
+    let mut outcomes = Vec::new();
+    for id in selected {
+        bench.check_interrupt()?;
+        println!("\n== {id}: {}", id.title());
+        let outcome = measure(&bench, id);
+        bench.check_interrupt()?;
+        match &outcome {
+            Outcome::Measured(_) => {}
+            Outcome::Failed(_, why) => println!("{id}: could not measure: {why}"),
+        }
+        outcomes.push(outcome);
+    }
+    outcomes.sort_by_key(Outcome::id);
+
+    let command = command_line(args);
+    let elapsed = started.elapsed();
+    println!();
+    print!("{}", report::terminal_table(&outcomes));
+    let path = PathBuf::from("BENCHMARKS.md");
+    let markdown = report::markdown(&machine, &outcomes, &command, bench.runs, elapsed);
+    fs::write(&path, markdown).with_context(|| format!("could not write {}", path.display()))?;
+    println!(
+        "\nbench: wrote {} in {:.1} min ({command})",
+        path.display(),
+        elapsed.as_secs_f64() / 60.0
+    );
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            Outcome::Failed(id, _) => Some(id.to_string()),
+            _ => None,
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "could not measure {}; the reasons are printed above and in BENCHMARKS.md",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Measures one figure, turning a panic of the harness (e.g. a wait past its deadline) into
+/// a failed outcome; the guards it owned have been dropped by then.
+fn measure(bench: &Bench, id: FigureId) -> Outcome {
+    let result = panic::catch_unwind(AssertUnwindSafe(|| match id {
+        FigureId::P1 => detection::measure(bench, detection::Fault::Crash),
+        FigureId::P2 => detection::measure(bench, detection::Fault::Hang),
+        FigureId::P3 => tabs::measure(bench),
+        FigureId::P4 => redeploy::measure(bench),
+        FigureId::P5 => throughput::measure(bench),
+        FigureId::P6 => assets::measure(bench),
+        FigureId::P7 => herd::measure(bench),
+    }));
+    match result {
+        Ok(Ok(figure)) => Outcome::Measured(Box::new(figure)),
+        Ok(Err(err)) => {
+            eprintln!("{id}: error: {err:#}");
+            Outcome::Failed(id, first_line(&format!("{err:#}")))
+        }
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "the harness panicked".to_owned());
+            Outcome::Failed(id, first_line(&message))
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().trim().to_owned()
+}
+
+/// `cargo build --release -p origin --bin origin`, returning the binary's path.
+fn build_release_origin() -> Result<PathBuf> {
+    let mut build = Command::new("cargo");
+    build.args([
+        "build",
+        "--release",
+        "--package",
+        "origin",
+        "--bin",
+        "origin",
+    ]);
+    println!("bench: {}", cmd::display(&build));
+    cmd::run(&mut build)
+        .context("the origin servers do not build; cargo's output above says why")?;
+    let binary = tests::target_dir().join("release/origin");
+    if !binary.is_file() {
+        bail!(
+            "cargo built origin but {} does not exist; is CARGO_BUILD_TARGET set?",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// The command that reproduces this run.
+fn command_line(args: &BenchArgs) -> String {
+    let mut line = format!("cargo xtask bench --runs {}", args.runs);
+    if !args.only.is_empty() {
+        let ids: Vec<String> = FigureId::ALL
+            .into_iter()
+            .filter(|id| args.only.contains(id))
+            .map(|id| id.to_string())
+            .collect();
+        line.push_str(" --only ");
+        line.push_str(&ids.join(","));
+    }
+    line
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn summarises_odd_and_even_runs() {
+        let odd = Summary::of(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((odd.median, odd.min, odd.max), (2.0, 1.0, 3.0));
+        assert_eq!(Summary::of(&[4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
+        assert!(Summary::of(&[]).is_none());
+    }
+
+    #[test]
+    fn formats_cells() {
+        assert_eq!(thousands(54120.0), "54,120");
+        assert_eq!(thousands(999.0), "999");
+        let series = Series::new("ours", vec![0.7, 0.55, 0.62], Unit::Seconds);
+        assert_eq!(series.cell(), "0.62 s [0.55–0.70]");
+        let same = Series::new("ours", vec![14861.0; 3], Unit::Bytes);
+        assert_eq!(same.cell(), "14,861 B (every run)");
+    }
+
+    #[test]
+    fn seeded_random_numbers_repeat_and_stay_in_range() {
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        for _ in 0..1000 {
+            let x = a.unit();
+            assert!((0.0..1.0).contains(&x));
+            assert_eq!(x, b.unit());
+        }
+    }
+}

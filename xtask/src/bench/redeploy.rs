@@ -1,0 +1,337 @@
+//! P4: ten planned redeploys of api-main in a row under steady fixed-rate load, with
+//! `cargo xtask redeploy api` and with a plain restart (`cargo xtask restart api-main`).
+//!
+//! Both run against a `cargo xtask up` of this very binary (a copy, see [`Bench::xtask`]), with
+//! its own `--stack-dir` and a free port, so a developer's stack on target/stack is never
+//! touched.
+
+use std::{
+    env,
+    fs::{self, File},
+    net::{Ipv4Addr, SocketAddr},
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+use tests::http::Request;
+
+use super::{output_within, thousands, Bench, Figure, FigureId, Goal, Series, Unit};
+use crate::loadgen::{self, LoadReport, LoadSpec};
+
+/// Redeploys (or restarts) per run.
+const OPERATIONS: usize = 10;
+/// The steady load: requests per second, over these paths in turn.
+const RATE_PER_S: u32 = 1000;
+const PATHS: [&str; 2] = ["/", "/api/data"];
+const CONNECTIONS: usize = 32;
+/// The load's own bound: it stops by itself after this, whatever happens.
+const LOAD_BOUND: Duration = Duration::from_secs(240);
+/// One redeploy or restart request may take this long.
+const OPERATION_LIMIT: Duration = Duration::from_secs(90);
+/// Longest wait for the site to be healthy again after an operation, and for `up` to start.
+const HEALTHY_DEADLINE: Duration = Duration::from_secs(60);
+/// Pause between an operation's end (site healthy) and the next one: planned deploys are
+/// not back to back.
+const BETWEEN: Duration = Duration::from_secs(1);
+/// How long `up` may take to stop everything after SIGTERM (origins drain for up to 10 s).
+const STOP_LIMIT: Duration = Duration::from_secs(30);
+/// Servers `up` writes pid files for.
+const SERVERS: [(&str, &str); 5] = [
+    ("haproxy", "haproxy"),
+    ("static-main", "origin"),
+    ("static-fallback", "origin"),
+    ("api-main", "origin"),
+    ("api-fallback", "origin"),
+];
+
+/// How api-main is replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    /// `cargo xtask redeploy api`.
+    Redeploy,
+    /// `cargo xtask restart api-main`: SIGTERM, wait for the exit, start again on the port.
+    Restart,
+}
+
+impl Method {
+    fn label(self) -> &'static str {
+        match self {
+            Method::Redeploy => "redeploy api",
+            Method::Restart => "plain restart",
+        }
+    }
+
+    fn args(self) -> [&'static str; 2] {
+        match self {
+            Method::Redeploy => ["redeploy", "api"],
+            Method::Restart => ["restart", "api-main"],
+        }
+    }
+}
+
+/// A `cargo xtask up` started by the benchmark, in a process group of its own; dropping it
+/// stops the stack (SIGTERM, bounded) and kills any server still named in its pid files.
+struct Up {
+    child: Child,
+    dir: PathBuf,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Up {
+    fn start(bench: &Bench) -> Result<Up> {
+        let dir = env::current_dir()?.join(&bench.dir).join("p4-stack");
+        if dir.exists() {
+            fs::remove_dir_all(&dir)
+                .with_context(|| format!("could not clear {}", dir.display()))?;
+        }
+        fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, tests::free_port()));
+        let log = dir.join("up.out");
+        let output = File::create(&log).context("could not create the stack's log")?;
+        let child = Command::new(&bench.xtask)
+            .arg("--stack-dir")
+            .arg(&dir)
+            .args(["up", "--no-build", "--listen"])
+            .arg(addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output)
+            // Ctrl-C reaches the benchmark, whose guards then stop this stack in order.
+            .process_group(0)
+            .spawn()
+            .context("could not start `cargo xtask up`")?;
+        let mut up = Up {
+            child,
+            dir,
+            addr,
+            log,
+        };
+        up.wait_healthy(bench, "the stack to start")?;
+        Ok(up)
+    }
+
+    fn xtask(&self, bench: &Bench, args: &[&str]) -> Result<String> {
+        let mut command = Command::new(&bench.xtask);
+        command.arg("--stack-dir").arg(&self.dir).args(args);
+        let output = output_within(bench, &mut command, OPERATION_LIMIT)?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if !output.status.success() {
+            bail!(
+                "`cargo xtask {}` failed ({}):\n{text}",
+                args.join(" "),
+                output.status
+            );
+        }
+        Ok(text)
+    }
+
+    /// Waits until `/` is the dashboard (no maintenance) and `/api/healthz` answers 200.
+    fn wait_healthy(&mut self, bench: &Bench, what: &str) -> Result<Duration> {
+        let started = Instant::now();
+        loop {
+            bench.check_interrupt()?;
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "`cargo xtask up` exited ({status}) while waiting for {what}:\n{}",
+                    self.log_tail()
+                );
+            }
+            let get = |path: &str| {
+                Request::get(&format!("http://{}{path}", self.addr))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .map(|answer| answer.status)
+                    .unwrap_or(0)
+            };
+            if get("/") == 200 && get("/api/healthz") == 200 {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > HEALTHY_DEADLINE {
+                bail!(
+                    "timed out after {HEALTHY_DEADLINE:?} waiting for {what}:\n{}",
+                    self.log_tail()
+                );
+            }
+            bench.pause(Duration::from_millis(20))?;
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX));
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_LIMIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // `up` stops its servers itself; should it have been killed, stop what it left.
+        for (name, program) in SERVERS {
+            let Some(pid) = fs::read_to_string(self.dir.join(format!("{name}.pid")))
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if crate::stack::process_alive(pid, program) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// One run: the steady load, `OPERATIONS` replacements of api-main, the load's report.
+fn one_run(bench: &Bench, up: &mut Up, method: Method) -> Result<(LoadReport, Vec<f64>)> {
+    let spec = LoadSpec {
+        rate_per_s: RATE_PER_S,
+        duration: LOAD_BOUND,
+        connections: CONNECTIONS,
+        ..LoadSpec::new(up.addr, PATHS)
+    };
+    let load = loadgen::start(spec)?;
+    // The load runs a moment before the first operation, and after the last.
+    bench.pause(BETWEEN)?;
+    let mut durations = Vec::new();
+    for _ in 0..OPERATIONS {
+        bench.check_interrupt()?;
+        if load.is_finished() {
+            bail!("the load's {LOAD_BOUND:?} bound ended before the {OPERATIONS} operations");
+        }
+        let started = Instant::now();
+        up.xtask(bench, &method.args())?;
+        up.wait_healthy(bench, "api-main to be back after the operation")?;
+        durations.push(started.elapsed().as_secs_f64());
+        bench.pause(BETWEEN)?;
+    }
+    Ok((load.stop(), durations))
+}
+
+/// Measures P4.
+pub fn measure(bench: &Bench) -> Result<Figure> {
+    let mut up = Up::start(bench)?;
+    let methods = [Method::Redeploy, Method::Restart];
+    let mut failures = [Vec::new(), Vec::new()];
+    let mut maintenance = [Vec::new(), Vec::new()];
+    let mut findings = Vec::new();
+    for run in 1..=bench.runs {
+        for (variant, method) in methods.into_iter().enumerate() {
+            let (report, durations) = one_run(bench, &mut up, method)?;
+            let failed = report.failed + report.http_5xx + report.unsent;
+            bench.progress(
+                FigureId::P4,
+                run,
+                method.label(),
+                &format!(
+                    "{failed} failed, {} maintenance answers of {} sent",
+                    report.maintenance, report.sent
+                ),
+            );
+            let mean = durations.iter().sum::<f64>() / durations.len().max(1) as f64;
+            let errors: Vec<String> = report
+                .errors
+                .iter()
+                .map(|(error, count)| format!("{count} × {error}"))
+                .collect();
+            findings.push(format!(
+                "run {run}, {}: {} sent ({:.0} req/s), {} ok, {} failed (no answer), {} 5xx, \
+                 {} unsent, {} maintenance answers, {} late; latency p50 {:.1} ms, p99 {:.1} \
+                 ms, max {:.0} ms; each operation until the site was healthy again took {:.2} s \
+                 on average{}",
+                method.label(),
+                thousands(report.sent as f64),
+                report.achieved_rate(),
+                thousands(report.ok as f64),
+                report.failed,
+                report.http_5xx,
+                report.unsent,
+                thousands(report.maintenance as f64),
+                thousands(report.late as f64),
+                report.p50.as_secs_f64() * 1000.0,
+                report.p99.as_secs_f64() * 1000.0,
+                report.max.as_secs_f64() * 1000.0,
+                mean,
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!("; failures: {}", errors.join("; "))
+                }
+            ));
+            failures[variant].push(failed as f64);
+            maintenance[variant].push(report.maintenance as f64);
+        }
+    }
+    drop(up);
+    let detail = |variant: usize| {
+        let values = &maintenance[variant];
+        let summary =
+            super::Summary::of(values).map_or((0.0, 0.0, 0.0), |s| (s.median, s.min, s.max));
+        format!(
+            "maintenance answers {} [{}–{}]",
+            thousands(summary.0),
+            thousands(summary.1),
+            thousands(summary.2)
+        )
+    };
+    let [ours_failures, base_failures] = failures;
+    let mut ours = Series::new("redeploy", ours_failures, Unit::Count);
+    ours.detail = Some(detail(0));
+    let mut comparator = Series::new("plain restart", base_failures, Unit::Count);
+    comparator.detail = Some(detail(1));
+    let met = ours.summary().is_some_and(|s| s.max == 0.0);
+    Ok(Figure {
+        id: FigureId::P4,
+        goal: Goal {
+            text: "0 failed requests (every run)".to_owned(),
+            met,
+        },
+        findings,
+        method: format!(
+            "`cargo xtask up --no-build` of this xtask binary (release origin servers, \
+             haproxy.cfg as is) with its own `--stack-dir` (target/bench/p4-stack) on a free \
+             loopback port. Per run, the load generator (xtask/src/loadgen.rs: open loop, \
+             fixed rate, keep-alive) sends {RATE_PER_S} requests/s over {CONNECTIONS} \
+             connections to {} in turn; after 1 s, api-main is replaced {OPERATIONS} times in \
+             a row, each time waiting until `/` is the dashboard and `/api/healthz` answers \
+             200 again, then 1 s more; the load stops 1 s after the last one. A failed \
+             request is one with no complete answer (refused, reset, timed out), a 5xx that is \
+             not a maintenance answer, or one never sent; a maintenance answer is a 503 saying \
+             \"maintenance\" (HAProxy's page or the API fallback's JSON). Variants alternate \
+             within each run on the same stack.\n\n\
+             Ours: `cargo xtask redeploy api` (a new api-main on a new port, HAProxy's slot \
+             moved to it with the runtime API, the old one drained and stopped). Comparator: \
+             `cargo xtask restart api-main`, the plain restart (SIGTERM, wait for the exit, \
+             start again on the same port), under the same load.",
+            PATHS
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(" and "),
+        ),
+        ours,
+        comparator,
+    })
+}
