@@ -1,24 +1,40 @@
 //! `origin <role>`: parse, log, listen, report the address, serve until SIGTERM.
 
 use std::io::{IsTerminal, Write};
+use std::net::TcpListener;
 use std::process::ExitCode;
 
-use actix_web::{App, HttpServer};
+use actix_web::{web, App, HttpServer};
 use clap::Parser;
-use origin::listener::obtain_listener;
+use origin::listener::{obtain_listener, ListenerSource};
+use origin::logging::BatchedLog;
 use origin::{Cli, Metrics, Role};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // First, while no other thread runs (it may edit the environment).
+    let listener = obtain_listener(&cli.role.server().listen);
+    let (log, log_guard) = match BatchedLog::to_stderr() {
+        Ok(started) => started,
+        Err(err) => {
+            eprintln!("origin: cannot start the log writer thread: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(log)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    match serve(cli.role) {
+    let served = listener
+        .map_err(|err| err.to_string())
+        .and_then(|listener| serve(cli.role, listener));
+    // Every log line out before the last word.
+    drop(log_guard);
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("origin: {err}");
@@ -27,17 +43,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(role: Role) -> Result<(), String> {
+fn serve(role: Role, (listener, source): (TcpListener, ListenerSource)) -> Result<(), String> {
+    // Before the address is reported: a www directory that cannot be served stops the start,
+    // not a request.
+    let files = role.load_files().map_err(|err| err.to_string())?;
     if let Role::StaticMain { site, .. } = &role {
-        if !site.www.is_dir() {
-            return Err(format!(
-                "the www directory {} does not exist; build the site first or pass --www (env ORIGIN_WWW)",
-                site.www.display()
-            ));
-        }
+        tracing::info!(
+            dir = %site.www.display(),
+            files = files.file_count(),
+            bytes = files.total_bytes(),
+            gzip_variants = files.gzip_count(),
+            "loaded the www directory into memory"
+        );
     }
-    let (listener, source) =
-        obtain_listener(&role.server().listen).map_err(|err| err.to_string())?;
+    let files = web::Data::new(files);
     let addr = listener
         .local_addr()
         .map_err(|err| format!("cannot read the listening socket's address: {err}"))?;
@@ -57,8 +76,8 @@ fn serve(role: Role) -> Result<(), String> {
     actix_web::rt::System::new()
         .block_on(async move {
             HttpServer::new(move || {
-                let (role, metrics) = (role.clone(), metrics.clone());
-                App::new().configure(move |cfg| role.configure(cfg, &metrics))
+                let (role, files, metrics) = (role.clone(), files.clone(), metrics.clone());
+                App::new().configure(move |cfg| role.configure(cfg, &files, &metrics))
             })
             .listen(listener)?
             .shutdown_timeout(shutdown_timeout)

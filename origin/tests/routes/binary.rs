@@ -193,6 +193,35 @@ fn serves_then_exits_zero_on_sigterm() {
 }
 
 #[test]
+fn head_sends_the_headers_of_get_and_no_body() {
+    let site = Site::new();
+    let www = www_arg(&site);
+    let mut origin = Origin::start(&["static-main", "--www", &www]);
+    let (status, answer) = http(&origin.addr, "HEAD /");
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains(&format!("content-length: {}\r\n", INDEX_HTML.len())),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with("\r\n\r\n"),
+        "HEAD answered a body: {answer:?}"
+    );
+
+    origin.terminate();
+    origin.wait(STOP_DEADLINE);
+    let logs = origin.stderr.lock().unwrap().clone();
+    assert!(
+        logs.contains("loaded the www directory into memory")
+            && logs.contains("files=6")
+            && logs.contains("bytes="),
+        "no start-up line about the loaded files in:\n{logs}"
+    );
+}
+
+#[test]
 fn raw_traversal_requests_never_escape_www() {
     let site = Site::new();
     let www = www_arg(&site);

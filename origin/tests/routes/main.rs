@@ -8,3 +8,4 @@ mod metrics;
 mod static_fallback;
 mod static_main;
 mod support;
+mod www;

@@ -1,7 +1,7 @@
 //! `/metrics` on every role: build info, request counts by status class, latency.
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{test, App};
+use actix_web::{test, web, App};
 use origin::config::{ApiFallback, ApiMain, StaticFallback, StaticMain, DEFAULT_STATS_TIMEOUT};
 use origin::{Metrics, Role};
 
@@ -54,8 +54,10 @@ async fn every_role_exposes_build_info_and_request_counts() {
     for role in roles(&site) {
         let name = role.name();
         let metrics = Metrics::new(name, role.build_id()).unwrap();
+        let files = web::Data::new(role.load_files().unwrap());
         let app =
-            test::init_service(App::new().configure(|cfg| role.configure(cfg, &metrics))).await;
+            test::init_service(App::new().configure(|cfg| role.configure(cfg, &files, &metrics)))
+                .await;
         // One request that is not /metrics, so the counter has a sample.
         let _ = test::call_service(&app, test::TestRequest::get().uri("/nope").to_request()).await;
 
