@@ -7,12 +7,13 @@ use std::process::ExitCode;
 use actix_web::{web, App, HttpServer};
 use clap::Parser;
 use origin::listener::{obtain_listener, ListenerSource};
-use origin::logging::BatchedLog;
+use origin::logging::{BatchedLog, LineFormat};
 use origin::{Cli, Metrics, Role};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let workers = cli.workers();
     // First, while no other thread runs (it may edit the environment).
     let listener = obtain_listener(&cli.role.server().listen);
     let (log, log_guard) = match BatchedLog::to_stderr() {
@@ -25,13 +26,14 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(log)
         .with_ansi(std::io::stderr().is_terminal())
+        .event_format(LineFormat::default())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
     let served = listener
         .map_err(|err| err.to_string())
-        .and_then(|listener| serve(cli.role, listener));
+        .and_then(|listener| serve(cli.role, workers, listener));
     // Every log line out before the last word.
     drop(log_guard);
     match served {
@@ -43,7 +45,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(role: Role, (listener, source): (TcpListener, ListenerSource)) -> Result<(), String> {
+fn serve(
+    role: Role,
+    workers: usize,
+    (listener, source): (TcpListener, ListenerSource),
+) -> Result<(), String> {
     // Before the address is reported: a www directory that cannot be served stops the start,
     // not a request.
     let files = role.load_files().map_err(|err| err.to_string())?;
@@ -79,6 +85,7 @@ fn serve(role: Role, (listener, source): (TcpListener, ListenerSource)) -> Resul
                 let (role, files, metrics) = (role.clone(), files.clone(), metrics.clone());
                 App::new().configure(move |cfg| role.configure(cfg, &files, &metrics))
             })
+            .workers(workers)
             .listen(listener)?
             .shutdown_timeout(shutdown_timeout)
             .run()
