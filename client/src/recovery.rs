@@ -41,7 +41,7 @@ impl Default for Config {
             timeout_ms: 3000,
             jitter: 0.2,
             confirm_ms: 500,
-            spread_ms: 4000,
+            spread_ms: 3000,
         }
     }
 }
@@ -869,21 +869,21 @@ mod tests {
 
         let a = m.handle(Event::Tick { now_ms: T0 + 600 }, 0.5);
         assert_eq!(probes(&a), 1);
-        // Confirmed: spread 0.5 * 4000 = 2000 ms, nothing yet.
+        // Confirmed: spread 0.5 * 3000 = 1500 ms, nothing yet.
         let a = m.handle(
             done(T0 + 700, healthy(Some("b1")), healthy(Some("b1"))),
             0.5,
         );
         assert!(navigations(&a).is_empty());
-        assert_eq!(waits(&a), vec![2000]);
+        assert_eq!(waits(&a), vec![1500]);
         let status = shown(&a);
         assert_eq!(status.state, State::Recovering);
-        assert_eq!(status.navigate_at_ms, Some(T0 + 2700));
+        assert_eq!(status.navigate_at_ms, Some(T0 + 2200));
 
-        let a = m.handle(Event::Tick { now_ms: T0 + 2700 }, 0.5);
+        let a = m.handle(Event::Tick { now_ms: T0 + 2200 }, 0.5);
         assert_eq!(
             navigations(&a),
-            vec!["/dash?x=1&v=1700000002700".to_owned()]
+            vec!["/dash?x=1&v=1700000002200".to_owned()]
         );
         assert_eq!(m.status().state, State::Navigating);
     }
@@ -933,7 +933,7 @@ mod tests {
     fn recovering_ignores_probe_requests() {
         let mut m = probing();
         let a = confirm(&mut m, T0, 0.75);
-        assert_eq!(waits(&a), vec![3000]);
+        assert_eq!(waits(&a), vec![2250]);
         for event in [
             Event::CheckNow { now_ms: T0 + 1000 },
             Event::Online { now_ms: T0 + 1001 },
@@ -967,15 +967,15 @@ mod tests {
             );
             let a = confirm(&mut m, T0, r);
             let delay = m.status().navigate_at_ms.map_or(0, |at| at - (T0 + 600));
-            assert!(delay < 4000, "{delay}");
+            assert!(delay < 3000, "{delay}");
             if delay > 0 {
                 assert_eq!(waits(&a), vec![delay as u32]);
             }
             max_seen = max_seen.max(delay);
         }
-        assert!(max_seen >= 3990);
+        assert!(max_seen >= 2990);
         for r in [-0.5, 1.0, 2.0, f64::NAN] {
-            assert!(config.spread_delay(r) < 4000);
+            assert!(config.spread_delay(r) < 3000);
         }
         let none = Config {
             spread_ms: 0,
@@ -986,10 +986,11 @@ mod tests {
 
     #[test]
     fn median_time_from_first_healthy_to_navigation_is_within_three_seconds() {
-        // confirm_ms (0.5 s) + median spread (4 s / 2) = 2.5 s.
+        // confirm_ms (0.5 s) + median spread (3 s / 2) = 2 s, leaving time for the answers
+        // and the dashboard's load (the bench's P3 measures the whole of it in Chromium).
         let config = Config::default();
         let median = u64::from(config.confirm_ms) + u64::from(config.spread_delay(0.5));
-        assert_eq!(median, 2500);
+        assert_eq!(median, 2000);
     }
 
     #[test]

@@ -70,7 +70,7 @@ fn crash_and_recover(pace: Pace, roles: &[Role], state: &str, screenshot: &str) 
     restart_and_return(&mut scene, roles, &shown);
 }
 
-/// F1, on the page's shipped pace (5 s interval, 4 s spread): api-main crashes.
+/// F1, on the page's shipped pace (5 s interval, 3 s spread): api-main crashes.
 pub fn f1_api_main_crash() {
     crash_and_recover(
         Pace::Shipped,

@@ -16,7 +16,7 @@ use tests::browser::Browser;
 use tests::{default_www_dir, target_dir, Role, Signal, Stack};
 
 /// Deadline of every wait: generous, it only fails a scenario that hangs. Recovery on the
-/// shipped pace takes up to ~12 s (5 s ± 20 % interval, 0.5 s confirmation, 0–4 s spread).
+/// shipped pace takes up to ~12 s (5 s ± 20 % interval, 0.5 s confirmation, 0–3 s spread).
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// How long HAProxy may take to mark a server down or up (it aims at well under 2 s).
@@ -28,7 +28,7 @@ const LOG_LINES: usize = 40;
 /// The recovery client's timing knobs, set through the maintenance page's `<body data-*>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pace {
-    /// The page exactly as shipped: 5 s interval, 0.5 s confirmation, 4 s spread.
+    /// The page exactly as shipped: 5 s interval, 0.5 s confirmation, 3 s spread.
     Shipped,
     /// A copy of www/ whose maintenance page probes every 1 s and spreads returns over
     /// 0.5 s, so most scenarios take seconds instead of tens of seconds.
