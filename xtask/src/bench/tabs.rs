@@ -24,6 +24,9 @@ const WATCH: Duration = Duration::from_secs(2);
 /// (seeded), so recovery lands at a different point of the tabs' probe cycles each run.
 const OUTAGE_MIN: Duration = Duration::from_secs(1);
 const OUTAGE_SPREAD: Duration = Duration::from_secs(5);
+/// Tabs are opened this far apart, so their probe cycles (5 s) start at different moments,
+/// as tabs that people opened at different times do.
+const STAGGER: Duration = Duration::from_millis(1000);
 /// The comparator's `<body>` attributes: the base 5 s rule.
 const BASE_RULE: [(&str, &str); 3] = [
     ("data-jitter", "0"),
@@ -35,15 +38,35 @@ const BASE_RULE: [(&str, &str); 3] = [
 const READ_TAB_JS: &str = r#"
 const body = document.body;
 const nav = performance.getEntriesByType("navigation")[0];
-let d = 0, m = 0;
-try { d = +sessionStorage.dashboardLoads || 0; m = +sessionStorage.maintenanceLoads || 0; } catch (e) {}
+let d = 0, m = 0, h = null;
+try {
+  d = +sessionStorage.dashboardLoads || 0; m = +sessionStorage.maintenanceLoads || 0;
+  h = sessionStorage.benchHealthySeenAt ? +sessionStorage.benchHealthySeenAt : null;
+} catch (e) {}
 return {
   page: body && body.dataset.page ? body.dataset.page : null,
   state: body && body.dataset.state ? body.dataset.state : null,
   path: location.pathname,
-  dashboard_loads: d, maintenance_loads: m,
+  dashboard_loads: d, maintenance_loads: m, healthy_seen_ms: h,
   shown_at_ms: nav && nav.domContentLoadedEventEnd > 0 ? performance.timeOrigin + nav.domContentLoadedEventEnd : null,
 };
+"#;
+
+/// Installed on a maintenance page showing `api-down`: keeps in sessionStorage (which the
+/// dashboard loaded next in the tab can still read) the moment the client last left
+/// `api-down`, i.e. received the healthy pair that led to the navigation.
+const WATCH_HEALTHY_JS: &str = r#"
+const body = document.body;
+let down = body.dataset.state === "api-down";
+new MutationObserver(() => {
+  const state = body.dataset.state;
+  if (state === "api-down") { down = true; return; }
+  if (down && state) {
+    down = false;
+    try { sessionStorage.benchHealthySeenAt = String(Date.now()); } catch (e) {}
+  }
+}).observe(body, { attributes: true, attributeFilter: ["data-state"] });
+return null;
 "#;
 
 /// One reading of a tab.
@@ -55,6 +78,7 @@ struct TabView {
     dashboard_loads: u64,
     maintenance_loads: u64,
     shown_at_ms: Option<f64>,
+    healthy_seen_ms: Option<f64>,
 }
 
 impl TabView {
@@ -69,6 +93,7 @@ impl TabView {
             dashboard_loads: count("dashboard_loads"),
             maintenance_loads: count("maintenance_loads"),
             shown_at_ms: value.get("shown_at_ms").and_then(Value::as_f64),
+            healthy_seen_ms: value.get("healthy_seen_ms").and_then(Value::as_f64),
         })
     }
 
@@ -82,9 +107,11 @@ impl TabView {
     }
 }
 
-/// One run of one variant: seconds per tab until back, and whether each navigated once.
+/// One run of one variant, per tab: seconds from the tier's return until back, seconds from
+/// the tab's own healthy answer until back, and the navigations made.
 struct RunResult {
     seconds: Vec<f64>,
+    after_healthy: Vec<f64>,
     navigations: Vec<u64>,
 }
 
@@ -99,6 +126,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
     let tabs: Vec<Browser> = (0..TABS).map(|_| Browser::start()).collect();
     let mut medians = [Vec::new(), Vec::new()];
     let mut all_seconds = [Vec::new(), Vec::new()];
+    let mut all_after_healthy = [Vec::new(), Vec::new()];
     let mut exactly_once = [0_usize, 0];
     let mut findings = Vec::new();
     for run in 1..=bench.runs {
@@ -113,21 +141,25 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
                 run,
                 label,
                 &format!(
-                    "median {} (tabs: {}), navigations per tab: {:?}",
+                    "median {} (tabs: {}; after their own healthy answer: {}), navigations \
+                     per tab: {:?}",
                     Unit::Seconds.format(median),
                     seconds_list(&result.seconds),
+                    seconds_list(&result.after_healthy),
                     result.navigations
                 ),
             );
             findings.push(format!(
                 "run {run}, {label} (outage {:.1} s after the last tab showed it): tabs back \
-                 after {}; navigations per tab {:?}",
+                 after {}; after each tab's own healthy answer {}; navigations per tab {:?}",
                 outage.as_secs_f64(),
                 seconds_list(&result.seconds),
+                seconds_list(&result.after_healthy),
                 result.navigations
             ));
             medians[variant].push(median);
             all_seconds[variant].extend(result.seconds);
+            all_after_healthy[variant].extend(result.after_healthy);
             exactly_once[variant] += once;
         }
     }
@@ -138,9 +170,12 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
             .iter()
             .copied()
             .fold(f64::NAN, f64::max);
+        let after_healthy = Summary::of(&all_after_healthy[variant]).map_or(f64::NAN, |s| s.median);
         format!(
-            "slowest tab {}; one navigation in {}/{total} tabs",
+            "slowest tab {}; from each tab's own healthy answer, median {}; one navigation \
+             in {}/{total} tabs",
             Unit::Seconds.format(slowest),
+            Unit::Seconds.format(after_healthy),
             exactly_once[variant]
         )
     };
@@ -161,8 +196,10 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
             "{TABS} headless Chromium instances (one window each, so every tab is visible and \
              probes; the end-to-end harness's WebDriver guard) and, per run and variant, a \
              fresh stack (new port, so fresh sessionStorage). api-main is killed and HAProxy \
-             reports it DOWN; each tab then opens `/`, gets the maintenance page in place, and \
-             its client shows `api-down` after its first probe. The outage then lasts \
+             reports it DOWN; the tabs then open `/` {} s apart (so their 5 s probe cycles \
+             are spread out, as for tabs people opened at different times), each gets the \
+             maintenance page in place, and its client shows `api-down` after its first \
+             probe. The outage then lasts \
              another {}–{} s (seeded per run, the same for both variants), so recovery lands \
              at a different point of the tabs' probe cycles. api-main is restarted; the \
              clock starts when the new process reports its address (\"tier healthy again\"; \
@@ -173,12 +210,21 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
              back, every tab is watched {} s more; navigations per tab are counted from the \
              pages' own hooks (`sessionStorage.dashboardLoads` plus \
              `maintenanceLoads` beyond the first). The figure per run is the median over the \
-             {TABS} tabs.\n\n\
+             {TABS} tabs. The detail also gives, per tab, the time from its own healthy \
+             answer (the moment its client left `api-down`, kept in sessionStorage by a \
+             MutationObserver the bench installs) until the dashboard: the part the client's \
+             confirmation and spread decide, which issue 3 asks to keep at a median of 3 s \
+             or less. What comes before it, waiting for the next probe of a 5 s cycle, is \
+             2.5 s at the median for any client that probes every 5 s, the base rule \
+             included; with HAProxy's rise detection (≈0.5–0.75 s) the \"tier healthy\" \
+             clock cannot reach a 3 s median without probing more often than the base \
+             rule.\n\n\
              Ours: www/maintenance.html as shipped. Comparator: a temporary copy of www/ \
              whose maintenance page has `data-jitter=\"0\" data-confirm-ms=\"0\" \
              data-spread-ms=\"0\"` (the same 5 s interval and 3 s probe timeout): the base \
              rule \"probe every 5 s, go back on the first healthy answer\" (the machine \
              always confirms; with 0 ms the confirming pair follows at once).",
+            STAGGER.as_secs_f64(),
             OUTAGE_MIN.as_secs(),
             (OUTAGE_MIN + OUTAGE_SPREAD).as_secs(),
             WATCH.as_secs()
@@ -242,7 +288,9 @@ fn one_run(bench: &Bench, tabs: &[Browser], www: &Path, outage: Duration) -> Res
     stack.server_mut(Role::ApiMain).kill(tests::Signal::SIGKILL);
     stack.wait_server_status(Role::ApiMain, "DOWN", DEADLINE);
     let url = stack.url("/");
+    let opening = Instant::now();
     for (i, tab) in tabs.iter().enumerate() {
+        bench.pause((STAGGER * i as u32).saturating_sub(opening.elapsed()))?;
         tab.goto(&url);
         wait_for(bench, &format!("tab {} shows api-down", i + 1), || {
             let view = TabView::read(tab)?;
@@ -252,19 +300,20 @@ fn one_run(bench: &Bench, tabs: &[Browser], www: &Path, outage: Duration) -> Res
                 Err(format!("{view:?}"))
             }
         })?;
+        tab.try_eval(WATCH_HEALTHY_JS).map_err(anyhow::Error::msg)?;
     }
     bench.pause(outage)?;
     stack.server_mut(Role::ApiMain).restart();
     let healthy_at = epoch_ms();
     let started = Instant::now();
-    let mut back: Vec<Option<f64>> = vec![None; tabs.len()];
+    let mut back: Vec<Option<(f64, Option<f64>)>> = vec![None; tabs.len()];
     while back.iter().any(Option::is_none) {
         bench.check_interrupt()?;
         for (slot, tab) in back.iter_mut().zip(tabs) {
             if slot.is_none() {
                 if let Ok(view) = TabView::read(tab) {
                     if view.on_dashboard() {
-                        *slot = view.shown_at_ms;
+                        *slot = view.shown_at_ms.map(|shown| (shown, view.healthy_seen_ms));
                     }
                 }
             }
@@ -294,12 +343,21 @@ fn one_run(bench: &Bench, tabs: &[Browser], www: &Path, outage: Duration) -> Res
         tab.goto("about:blank");
     }
     super::stop_stack(stack);
-    let seconds = back
-        .into_iter()
-        .map(|at| (at.unwrap_or(f64::NAN) - healthy_at) / 1000.0)
-        .collect();
+    let mut seconds = Vec::new();
+    let mut after_healthy = Vec::new();
+    for (i, (shown, seen)) in back.into_iter().flatten().enumerate() {
+        let Some(seen) = seen else {
+            bail!(
+                "tab {} came back without its client having left `api-down` first",
+                i + 1
+            );
+        };
+        seconds.push((shown - healthy_at) / 1000.0);
+        after_healthy.push((shown - seen) / 1000.0);
+    }
     Ok(RunResult {
         seconds,
+        after_healthy,
         navigations,
     })
 }
