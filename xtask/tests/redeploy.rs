@@ -234,16 +234,12 @@ impl StackUnderTest {
     }
 
     fn wait_for(&self, what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while !done() {
-            assert!(
-                Instant::now() < deadline,
-                "waited {} s for {what}\n--- up ---\n{}",
-                READY_TIMEOUT.as_secs(),
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+        tests::wait_until(
+            READY_TIMEOUT,
+            what,
+            || if done() { Ok(()) } else { Err("not yet") },
+            || format!("--- up ---\n{}", self.log()),
+        );
     }
 }
 
