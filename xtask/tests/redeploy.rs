@@ -234,7 +234,7 @@ impl StackUnderTest {
     }
 
     fn wait_for(&self, what: &str, mut done: impl FnMut() -> bool) {
-        tests::wait_until(
+        driver::wait_until(
             READY_TIMEOUT,
             what,
             || if done() { Ok(()) } else { Err("not yet") },

@@ -4,7 +4,7 @@
 use std::fs;
 
 use anyhow::{bail, Context, Result};
-use tests::{Stack, HAPROXY_FILE_LIMIT};
+use driver::{Stack, HAPROXY_FILE_LIMIT};
 
 use super::{thousands, Bench, Figure, FigureId, Goal, Series, Unit};
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use tests::{Role, Stack};
+use driver::{Role, Stack};
 
 use super::{Bench, Figure, FigureId, Goal, Rng, Series, Unit};
 
@@ -129,7 +129,7 @@ fn one_run(bench: &Bench, stack: &mut Stack, fault: Fault) -> Result<f64> {
     let maintenance = stack.www_file("maintenance.html");
     let started = Instant::now();
     match fault {
-        Fault::Crash => stack.server_mut(Role::ApiMain).kill(tests::Signal::SIGKILL),
+        Fault::Crash => stack.server_mut(Role::ApiMain).kill(driver::Signal::SIGKILL),
         Fault::Hang => stack.server_mut(Role::ApiMain).stop(),
     }
     let detected = loop {

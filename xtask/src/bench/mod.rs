@@ -367,9 +367,9 @@ impl Rng {
 /// Stops a stack from the harness in order: HAProxy first, with SIGTERM, so its master
 /// stops and reaps its worker (dropping the stack alone would SIGKILL the master and leave
 /// the worker to exit by itself), then every origin server (SIGKILL and reap, on drop).
-pub fn stop_stack(mut stack: tests::Stack) {
+pub fn stop_stack(mut stack: driver::Stack) {
     let haproxy = stack.haproxy_mut();
-    haproxy.kill(tests::Signal::SIGTERM);
+    haproxy.kill(driver::Signal::SIGTERM);
     let _ = haproxy.wait_exit(Duration::from_secs(5));
     drop(stack);
 }
@@ -439,9 +439,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     install::everything(true)?;
     client::build()?;
     let origin = build_release_origin()?;
-    // Every Stack the harness starts runs this build (see tests::ORIGIN_BIN_ENV). Set while
+    // Every Stack the harness starts runs this build (see driver::ORIGIN_BIN_ENV). Set while
     // this process has a single thread: nothing has been spawned yet.
-    env::set_var(tests::ORIGIN_BIN_ENV, &origin);
+    env::set_var(driver::ORIGIN_BIN_ENV, &origin);
 
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -559,7 +559,7 @@ fn build_release_origin() -> Result<PathBuf> {
     println!("bench: {}", cmd::display(&build));
     cmd::run(&mut build)
         .context("the origin servers do not build; cargo's output above says why")?;
-    let binary = tests::target_dir().join("release/origin");
+    let binary = driver::target_dir().join("release/origin");
     if !binary.is_file() {
         bail!(
             "cargo built origin but {} does not exist; is CARGO_BUILD_TARGET set?",

@@ -21,7 +21,7 @@ use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
 };
-use tests::http::Request;
+use driver::http::Request;
 
 use super::{output_within, thousands, Bench, Figure, FigureId, Goal, Series, Unit};
 use crate::loadgen::{self, LoadReport, LoadSpec};
@@ -94,7 +94,7 @@ impl Up {
                 .with_context(|| format!("could not clear {}", dir.display()))?;
         }
         fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, tests::free_port()));
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, driver::free_port()));
         let log = dir.join("up.out");
         let output = File::create(&log).context("could not create the stack's log")?;
         let child = Command::new(&bench.xtask)

@@ -17,7 +17,7 @@ use nix::{
     unistd::Pid,
 };
 use tempfile::TempDir;
-use tests::{Role, Stack};
+use driver::{Role, Stack};
 
 use super::{output_within, thousands, Bench, Figure, FigureId, Goal, Series, Summary, Unit};
 
@@ -116,7 +116,7 @@ impl Nginx {
             .prefix("bench-nginx-")
             .tempdir()
             .context("could not create a temporary directory for nginx")?;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, tests::free_port()));
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, driver::free_port()));
         let config = nginx_config(dir.path(), addr, www);
         let config_path = dir.path().join("nginx.conf");
         fs::write(&config_path, config).context("could not write nginx.conf")?;

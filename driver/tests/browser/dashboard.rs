@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use tests::Role;
+use driver::Role;
 
 use crate::support::{Pace, Scene, DEADLINE};
 

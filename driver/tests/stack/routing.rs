@@ -1,6 +1,6 @@
 //! A healthy stack: what goes where, and what HAProxy answers itself.
 
-use tests::{expect, Role, Stack};
+use driver::{expect, Role, Stack};
 
 #[test]
 fn pages_api_and_health_reach_the_main_servers() {
@@ -167,7 +167,7 @@ fn metrics_are_not_public() {
         );
     }
     // The origins do serve it, so the answers above are HAProxy's doing.
-    let direct = tests::http::get(&stack.server(Role::StaticMain).url("/metrics")).unwrap();
+    let direct = driver::http::get(&stack.server(Role::StaticMain).url("/metrics")).unwrap();
     expect::status(&direct, 200, "GET /metrics directly from static-main");
 }
 
@@ -175,14 +175,14 @@ fn metrics_are_not_public() {
 fn fallbacks_are_never_healthy_and_never_used_while_mains_are_up() {
     let stack = Stack::start();
     let fallback = stack.server(Role::StaticFallback);
-    let health = tests::http::get(&fallback.url("/healthz")).unwrap();
+    let health = driver::http::get(&fallback.url("/healthz")).unwrap();
     expect::health(&health, 503, "GET /healthz directly from static-fallback");
-    let page = tests::http::get(&fallback.url("/")).unwrap();
+    let page = driver::http::get(&fallback.url("/")).unwrap();
     expect::maintenance_page(&stack, &page, "GET / directly from static-fallback");
 
     let fallback = stack.server(Role::ApiFallback);
     for path in ["/api/healthz", "/api/data"] {
-        let response = tests::http::get(&fallback.url(path)).unwrap();
+        let response = driver::http::get(&fallback.url(path)).unwrap();
         expect::api_maintenance(&response, &format!("GET {path} directly from api-fallback"));
     }
 
@@ -224,9 +224,9 @@ fn a_reload_keeps_serving() {
 
 #[test]
 fn the_configuration_passes_haproxys_own_check_without_warnings() {
-    let www = tests::default_www_dir();
-    let config = tests::workspace_root().join("haproxy.cfg");
-    let mut command = std::process::Command::new(tests::haproxy_binary());
+    let www = driver::default_www_dir();
+    let config = driver::workspace_root().join("haproxy.cfg");
+    let mut command = std::process::Command::new(driver::haproxy_binary());
     command
         .args(["-c", "-f"])
         .arg(&config)
@@ -245,7 +245,7 @@ fn the_configuration_passes_haproxys_own_check_without_warnings() {
     );
     // Files HAProxy answers from memory must fit one buffer with room for headers: from
     // 15360 bytes on it warns, over 16384 it refuses to start.
-    let sizes: Vec<String> = tests::HAPROXY_SERVED_FILES
+    let sizes: Vec<String> = driver::HAPROXY_SERVED_FILES
         .iter()
         .map(|file| match std::fs::metadata(www.join(file)) {
             Ok(meta) => format!("{file}: {} bytes", meta.len()),

@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use tests::browser::BROWSER_POLL;
-use tests::Role;
+use driver::browser::BROWSER_POLL;
+use driver::Role;
 
 use crate::support::{Pace, Scene, View, DEADLINE};
 

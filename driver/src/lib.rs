@@ -15,11 +15,11 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use tests::{Role, Stack};
+//! use driver::{Role, Stack};
 //!
 //! let mut stack = Stack::start();
 //! assert_eq!(stack.get("/").status, 200);
-//! stack.server_mut(Role::ApiMain).kill(tests::Signal::SIGKILL);
+//! stack.server_mut(Role::ApiMain).kill(driver::Signal::SIGKILL);
 //! stack.wait_until(Duration::from_secs(10), "the dashboard answers maintenance", || {
 //!     let page = stack.try_get("/").map_err(|e| e.to_string())?;
 //!     if page.status == 503 { Ok(()) } else { Err(page.summary()) }

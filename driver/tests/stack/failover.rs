@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tests::{expect, Role, Signal, Stack};
+use driver::{expect, Role, Signal, Stack};
 
 /// How long HAProxy may take to notice a server going away or coming back. The configuration
 /// aims at well under 2 s; the margin is for a machine busy compiling.

@@ -6,8 +6,8 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tests::http::{send_raw, Exchange, Request};
-use tests::{expect, Role, Stack};
+use driver::http::{send_raw, Exchange, Request};
+use driver::{expect, Role, Stack};
 
 /// Where a bad request is sent: through HAProxy, and directly to the origin that maps URLs to
 /// files.
@@ -61,7 +61,7 @@ fn assert_still_serving(stack: &Stack, after: &str) {
         200,
         &format!("GET /api/healthz {what}"),
     );
-    let direct = tests::http::get(&stack.server(Role::StaticMain).url("/healthz"))
+    let direct = driver::http::get(&stack.server(Role::StaticMain).url("/healthz"))
         .unwrap_or_else(|error| panic!("GET /healthz from static-main {what}: {error}"));
     expect::health(
         &direct,

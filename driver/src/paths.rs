@@ -15,7 +15,7 @@ pub fn workspace_root() -> &'static Path {
         let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         manifest_dir
             .parent()
-            .expect("the tests crate lives one level below the workspace root")
+            .expect("the driver crate lives one level below the workspace root")
             .to_path_buf()
     })
 }

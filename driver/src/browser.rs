@@ -13,7 +13,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use tests::browser::Browser;
+//! use driver::browser::Browser;
 //!
 //! let tab = Browser::start();
 //! tab.goto("http://127.0.0.1:8080/");

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use tests::Role;
+use driver::Role;
 
 use crate::support::{Pace, Scene, View, DEADLINE};
 

@@ -8,8 +8,8 @@
 //! detection and recovery times at the end. Screenshots go to `target/screenshots/`.
 //!
 //! ```text
-//! cargo test -p tests --test browser                 # every scenario
-//! cargo test -p tests --test browser -- f7           # one, by name filter
+//! cargo test -p driver --test browser                 # every scenario
+//! cargo test -p driver --test browser -- f7           # one, by name filter
 //! ```
 
 mod dashboard;
