@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::stack::{self, Role};
+use crate::up::{self as stack, Role};
 
 /// Longest `up` may stay silent while answering: a restart waits for the old server to drain
 /// (up to 15 s) and for the new one to report its address (up to 30 s); a redeploy sends a

@@ -828,7 +828,7 @@ pub fn load(args: &LoadArgs) -> Result<()> {
     let addr = match args.addr {
         Some(addr) => addr,
         None => {
-            let file = crate::stack::addr_file(crate::stack::Role::Haproxy);
+            let file = crate::up::addr_file(crate::up::Role::Haproxy);
             let text = std::fs::read_to_string(&file).with_context(|| {
                 format!(
                     "no stack is running ({} is missing); start one with `cargo xtask up`, or \

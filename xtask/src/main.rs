@@ -12,7 +12,7 @@ mod control;
 mod install;
 mod loadgen;
 mod redeploy;
-mod stack;
+mod up;
 
 use std::{
     env,
@@ -24,7 +24,7 @@ use std::{
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::stack::Role;
+use crate::up::Role;
 
 /// Build, run and check automation for the monitoring-dashboard stack.
 #[derive(Parser)]
@@ -51,7 +51,7 @@ enum Verb {
     /// Build the Wasm client into www/pkg, gzip it, print sizes and check the size limits.
     BuildClient,
     /// Build everything and run the whole stack on localhost in the foreground.
-    Up(stack::UpArgs),
+    Up(up::UpArgs),
     /// Ask the running `cargo xtask up` to restart one server (haproxy: reload).
     Restart {
         /// Which server.
@@ -98,7 +98,7 @@ fn try_main() -> Result<()> {
     let cli = Cli::parse();
     if let Some(dir) = &cli.stack_dir {
         // Relative to where the command was typed, before moving to the workspace root.
-        stack::set_stack_dir(std::path::absolute(dir).context("--stack-dir is unusable")?);
+        up::set_stack_dir(std::path::absolute(dir).context("--stack-dir is unusable")?);
     }
     let root = workspace_root();
     env::set_current_dir(&root)
@@ -107,7 +107,7 @@ fn try_main() -> Result<()> {
     match cli.verb {
         Verb::Install { bench } => install::everything(bench),
         Verb::BuildClient => client::build(),
-        Verb::Up(args) => stack::up(&args),
+        Verb::Up(args) => up::up(&args),
         Verb::Restart { name } => control::restart(name),
         Verb::Redeploy { tier, build_id } => redeploy::request(tier, build_id.as_deref()),
         Verb::Load(args) => loadgen::load(&args),

@@ -41,7 +41,7 @@ use clap::ValueEnum;
 
 use crate::{
     cmd, control, loadgen,
-    stack::{self, Role},
+    up::{self as stack, Role},
 };
 
 /// How long the new server may take to answer its health check once it printed its address.

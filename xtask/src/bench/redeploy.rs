@@ -197,7 +197,7 @@ impl Drop for Up {
             else {
                 continue;
             };
-            if crate::stack::process_alive(pid, program) {
+            if crate::up::process_alive(pid, program) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
