@@ -1,14 +1,21 @@
-//! End-to-end test harness: the real HAProxy in front of the real `origin` binaries, on
-//! loopback, driven over plain HTTP/1.1.
+//! The library that drives the stack: HAProxy in front of the four `origin` servers, as
+//! `cargo xtask up`, every end-to-end suite and the benchmarks run it. Each concept lives here
+//! once:
 //!
-//! - [`Stack`] starts the whole stack (four origin roles and HAProxy with the repository's
-//!   `haproxy.cfg`) in a temporary directory, waits until it is healthy, and kills and reaps
-//!   every process when dropped.
-//! - [`ServerProcess`] is the guard for one child process: captured logs, signals
-//!   (crash, hang, resume), restart on the same port.
+//! - [`Role`], [`Tier`] and the rules `haproxy.cfg` agrees with come from the [`contract`]
+//!   crate; [`Server`] adds HAProxy to the roles; [`origin_spec`] is how an origin is started.
+//! - [`HaproxyEnv`] is HAProxy's environment contract, [`RuntimeApi`] its runtime API (`show
+//!   stat`, `show servers state`, `set server`).
+//! - [`ServerProcess`] is the guard for one child process: the bound address it prints,
+//!   captured logs, signals (crash, hang, resume), graceful stop, restart on the same port,
+//!   reaped on drop.
+//! - [`poll_until`] waits for a condition with a deadline (a `Result`), [`wait_until`] is its
+//!   panicking form for tests; nothing here sleeps a fixed time.
+//! - [`Topology`] says where each server runs: today every server on one loopback address.
+//! - [`Stack`] starts a whole test stack in a temporary directory, waits until it is healthy,
+//!   and kills and reaps every process when dropped.
 //! - [`http`] is a small HTTP/1.1 client over `std::net::TcpStream`, able to send
 //!   well-formed and deliberately malformed requests alike.
-//! - [`wait_until`] polls a condition with a deadline; nothing here sleeps a fixed time.
 //! - [`expect`] holds the assertions several suites share (the maintenance answer, its headers).
 //! - [`browser`] drives one headless Chromium tab over WebDriver (its own chromedriver), for
 //!   the browser scenarios in `tests/browser/`.
@@ -28,20 +35,25 @@
 
 pub mod browser;
 pub mod expect;
+mod haproxy;
 pub mod http;
 mod paths;
 mod process;
+mod server;
 mod stack;
+mod topology;
 mod wait;
 
+pub use contract::{self, Role, Tier, HAPROXY_FILE_LIMIT, HAPROXY_SERVED_FILES};
+
+pub use haproxy::{HaproxyEnv, RuntimeApi, ServerStat};
 pub use nix::sys::signal::Signal;
 pub use paths::{
     free_port, free_port_on, haproxy_binary, origin_binary, private_loopback, target_dir,
     workspace_root, ORIGIN_BIN_ENV,
 };
 pub use process::{ProcessSpec, Readiness, ServerProcess};
-pub use stack::{
-    default_www_dir, Role, ServerStat, Stack, StackBuilder, HAPROXY_FILE_LIMIT,
-    HAPROXY_SERVED_FILES, WWW_ENV,
-};
-pub use wait::{wait_until, POLL_INTERVAL};
+pub use server::{origin_spec, Server};
+pub use stack::{default_www_dir, Stack, StackBuilder, WWW_ENV};
+pub use topology::Topology;
+pub use wait::{poll_until, wait_until, TimedOut, POLL_INTERVAL};

@@ -3,8 +3,10 @@
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -44,6 +46,8 @@ pub struct ProcessSpec {
     current_dir: Option<PathBuf>,
     readiness: Readiness,
     listen_flag: Option<OsString>,
+    log_file: Option<PathBuf>,
+    own_group: bool,
 }
 
 impl ProcessSpec {
@@ -57,6 +61,8 @@ impl ProcessSpec {
             current_dir: None,
             readiness: Readiness::Spawned,
             listen_flag: None,
+            log_file: None,
+            own_group: false,
         }
     }
 
@@ -111,6 +117,20 @@ impl ProcessSpec {
             Some(i) if i + 1 < self.args.len() => self.args[i + 1] = value,
             _ => self.args.extend([flag.to_owned(), value]),
         }
+        self
+    }
+
+    /// Also appends every line of output to `path` (`cargo xtask up`'s `<name>.log`).
+    pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log_file = Some(path.into());
+        self
+    }
+
+    /// Runs the process in a process group of its own: a Ctrl-C in the terminal then reaches
+    /// only the supervisor, and killing the process kills its children too (HAProxy's
+    /// workers).
+    pub fn own_process_group(mut self) -> Self {
+        self.own_group = true;
         self
     }
 
@@ -177,12 +197,13 @@ impl Log {
     }
 }
 
-/// Copies a pipe into the log line by line until it closes, so the child never blocks on a
-/// full pipe. The first line of a stream that has `first_line` is also sent there.
+/// Copies a pipe into the log (and `file`) line by line until it closes, so the child never
+/// blocks on a full pipe. The first line of a stream that has `first_line` is also sent there.
 fn drain(
     pipe: impl Read,
     stream: &'static str,
     log: Log,
+    mut file: Option<File>,
     mut first_line: Option<mpsc::Sender<String>>,
 ) {
     let mut reader = BufReader::new(pipe);
@@ -196,6 +217,9 @@ fn drain(
                 let line = line.trim_end_matches(['\n', '\r']);
                 if let Some(sender) = first_line.take() {
                     let _ = sender.send(line.to_owned());
+                }
+                if let Some(file) = &mut file {
+                    let _ = writeln!(file, "{line}");
                 }
                 log.push(format!("[{stream}] {line}"));
             }
@@ -257,6 +281,21 @@ impl ServerProcess {
         if let Some(dir) = &self.spec.current_dir {
             command.current_dir(dir);
         }
+        if self.spec.own_group {
+            command.process_group(0);
+        }
+        let file = |spec: &ProcessSpec| -> Result<Option<File>, String> {
+            let Some(path) = &spec.log_file else {
+                return Ok(None);
+            };
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(Some)
+                .map_err(|error| format!("could not open {}: {error}", path.display()))
+        };
+        let (file_out, file_err) = (file(&self.spec)?, file(&self.spec)?);
         let mut child = command.spawn().map_err(|error| {
             format!(
                 "could not start {}: {error}\ncommand: {}",
@@ -274,11 +313,11 @@ impl ServerProcess {
         // process (and any child it forked, e.g. an HAProxy worker) is gone.
         thread::Builder::new()
             .name(format!("{}-stdout", self.spec.name))
-            .spawn(move || drain(stdout, "stdout", log_out, first_line))
+            .spawn(move || drain(stdout, "stdout", log_out, file_out, first_line))
             .expect("could not spawn a log thread");
         thread::Builder::new()
             .name(format!("{}-stderr", self.spec.name))
-            .spawn(move || drain(stderr, "stderr", log_err, None))
+            .spawn(move || drain(stderr, "stderr", log_err, file_err, None))
             .expect("could not spawn a log thread");
         self.child = Some(child);
         self.exit = None;
@@ -433,11 +472,46 @@ impl ServerProcess {
     /// [`ServerProcess::spawn`].
     #[track_caller]
     pub fn restart(&mut self) {
+        if let Err(message) = self.try_restart() {
+            panic!("restarting {message}");
+        }
+    }
+
+    /// Like [`ServerProcess::restart`], but returns the failure (the command line and the
+    /// output) instead of panicking.
+    pub fn try_restart(&mut self) -> Result<(), String> {
         self.reap_by_force();
         self.log
             .push(format!("--- {} restarting ---", self.spec.name));
-        if let Err(message) = self.launch() {
-            panic!("restarting {message}");
+        self.launch()
+    }
+
+    /// Stops the process gracefully: SIGTERM (and SIGCONT, so a stopped process can act on
+    /// it), at most `grace` to exit, then SIGKILL. Returns how it ended.
+    pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        if self.poll_exit().is_none() {
+            self.signal_quietly(Signal::SIGTERM);
+            self.signal_quietly(Signal::SIGCONT);
+            self.stopped = false;
+        }
+        match self.wait_exit(grace) {
+            Some(status) => Some(status),
+            None => {
+                self.reap_by_force();
+                self.exit
+            }
+        }
+    }
+
+    /// The exit status once the process has exited (reaping it), `None` while it runs.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.poll_exit()
+    }
+
+    fn signal_quietly(&self, signal: Signal) {
+        if let Some(child) = &self.child {
+            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in pid_t"));
+            let _ = signal::kill(pid, signal);
         }
     }
 
@@ -480,9 +554,13 @@ impl ServerProcess {
             return;
         }
         let Some(child) = &mut self.child else { return };
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in pid_t"));
         if self.stopped {
-            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in pid_t"));
             let _ = signal::kill(pid, Signal::SIGCONT);
+        }
+        if self.spec.own_group {
+            // Not reaped yet, so the pid (also its group id) cannot have been reused.
+            let _ = signal::killpg(pid, Signal::SIGKILL);
         }
         let _ = child.kill();
         if let Ok(status) = child.wait() {

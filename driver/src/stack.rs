@@ -1,19 +1,21 @@
 //! The whole stack: four origin servers and HAProxy, on loopback, in a temporary directory.
 
-use std::collections::BTreeMap;
 use std::fmt::{self, Debug, Write as _};
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::net::UnixStream;
+use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use contract::{Role, Tier, HAPROXY_FILE_LIMIT, HAPROXY_SERVED_FILES};
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
+use crate::haproxy::{HaproxyEnv, RuntimeApi, ServerStat};
 use crate::http::{Request, Response};
-use crate::paths::{free_port_on, haproxy_binary, origin_binary, private_loopback, workspace_root};
+use crate::paths::{haproxy_binary, origin_binary, workspace_root};
 use crate::process::{ProcessSpec, Readiness, ServerProcess};
+use crate::server::origin_spec;
+use crate::topology::Topology;
 use crate::wait;
 
 /// How long the stack may take to start, and HAProxy to reload. Generous: the machine may be
@@ -45,97 +47,6 @@ const REQUIRED_WWW_FILES: [&str; 6] = [
     "pkg/client_bg.wasm",
     "pkg/client_bg.wasm.gz",
 ];
-
-/// Files `haproxy.cfg` answers from memory, each limited to one buffer (`tune.bufsize`).
-pub const HAPROXY_SERVED_FILES: [&str; 3] = [
-    "maintenance.html",
-    "pkg/client.js.gz",
-    "pkg/client_bg.wasm.gz",
-];
-
-/// The largest file HAProxy serves from memory: one buffer (`tune.bufsize`, 16384 bytes).
-/// Above it HAProxy refuses to start; above 15360 (the buffer minus `tune.maxrewrite`) it
-/// starts with a warning.
-pub const HAPROXY_FILE_LIMIT: u64 = 16384;
-
-/// The four origin servers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Role {
-    /// Serves the dashboard and its assets.
-    StaticMain,
-    /// Serves the maintenance page (503) while static-main is down.
-    StaticFallback,
-    /// Serves `/api/healthz` and `/api/data`.
-    ApiMain,
-    /// Answers 503 `{"status":"maintenance"}` while api-main is down.
-    ApiFallback,
-}
-
-impl Role {
-    /// Every role, in start order.
-    pub const ALL: [Role; 4] = [
-        Role::StaticMain,
-        Role::StaticFallback,
-        Role::ApiMain,
-        Role::ApiFallback,
-    ];
-
-    /// The role's subcommand, also its server name in `haproxy.cfg`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::StaticMain => "static-main",
-            Role::StaticFallback => "static-fallback",
-            Role::ApiMain => "api-main",
-            Role::ApiFallback => "api-fallback",
-        }
-    }
-
-    /// The HAProxy backend the role's server belongs to.
-    pub fn backend(self) -> &'static str {
-        match self {
-            Role::StaticMain | Role::StaticFallback => "static",
-            Role::ApiMain | Role::ApiFallback => "api",
-        }
-    }
-
-    /// Whether it is a main (health-checked) server rather than a fallback.
-    pub fn is_main(self) -> bool {
-        matches!(self, Role::StaticMain | Role::ApiMain)
-    }
-
-    /// The health endpoint of the role's tier: `/healthz` or `/api/healthz`.
-    pub fn health_path(self) -> &'static str {
-        match self.backend() {
-            "static" => "/healthz",
-            _ => "/api/healthz",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// One server's row of HAProxy's `show stat`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerStat {
-    /// `pxname`: the backend.
-    pub backend: String,
-    /// `svname`: the server.
-    pub server: String,
-    /// `status`: `UP`, `DOWN`, `MAINT`, `no check`, or a transition such as `UP 1/2`.
-    pub status: String,
-    /// `check_status`: `L7OK`, `L4CON`, `L4TOUT`, `INI` (not checked yet), or empty.
-    pub check_status: String,
-    /// Every field of the row by its CSV header name.
-    pub fields: BTreeMap<String, String>,
-}
 
 /// Chooses what a [`Stack`] serves; [`StackBuilder::start`] starts it.
 #[derive(Clone, Debug)]
@@ -211,40 +122,34 @@ impl StackBuilder {
             .tempdir()
             .unwrap_or_else(|error| panic!("cannot create a temporary directory: {error}"));
         let socket = dir.path().join("haproxy.sock");
-        let origin = origin_binary();
-        // Every process of this stack listens on this stack's own loopback address.
-        let ip = private_loopback();
-        let listen = SocketAddr::from((ip, 0)).to_string();
-
+        let topology = Topology::private_loopback();
         let origins: Vec<ServerProcess> = Role::ALL
             .iter()
             .map(|&role| {
-                let mut spec = ProcessSpec::new(role.name(), origin)
-                    .arg(role.name())
-                    .args(["--listen", listen.as_str()])
-                    .listen_flag("--listen")
-                    .args(["--build-id", &self.build_id])
-                    .current_dir(dir.path())
-                    .readiness(Readiness::PrintsAddress);
-                if role.backend() == "static" {
-                    spec = spec.arg("--www").arg(&www);
-                }
-                if role == Role::ApiMain {
-                    spec = spec.arg("--haproxy-socket").arg(&socket);
-                }
-                ServerProcess::spawn(spec)
+                let listen = topology.origin_listen(role);
+                let spec =
+                    origin_spec(origin_binary(), role, listen, &self.build_id, &www, &socket)
+                        .current_dir(dir.path());
+                ServerProcess::spawn(topology.place(Some(role), spec))
             })
             .collect();
 
         let config = self
             .config
             .unwrap_or_else(|| workspace_root().join("haproxy.cfg"));
-        let haproxy = start_haproxy(ip, &config, &origins, &socket, &www, dir.path());
+        let environment = |bind| HaproxyEnv {
+            bind,
+            origins: Role::ALL.map(|role| origins[role as usize].addr()),
+            stats_socket: socket.clone(),
+            www: www.clone(),
+            state_file: None,
+        };
+        let haproxy = start_haproxy(&topology, &config, environment, dir.path());
         let stack = Stack {
             haproxy,
             origins,
             www,
-            socket,
+            api: RuntimeApi::new(socket),
             config,
             dir,
         };
@@ -255,30 +160,21 @@ impl StackBuilder {
 
 /// Starts HAProxy on a free port, trying another port if that one was taken meanwhile.
 fn start_haproxy(
-    ip: Ipv4Addr,
+    topology: &Topology,
     config: &Path,
-    origins: &[ServerProcess],
-    socket: &Path,
-    www: &Path,
+    environment: impl Fn(SocketAddr) -> HaproxyEnv,
     dir: &Path,
 ) -> ServerProcess {
-    let addr_of = |role: Role| origins[role.index()].addr().to_string();
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let bind = SocketAddr::from((ip, free_port_on(ip)));
+        let bind = topology.haproxy_bind();
         let spec = ProcessSpec::new("haproxy", haproxy_binary())
             .args(["-W", "-db", "-f"])
             .arg(config)
-            .env("HAPROXY_BIND", bind.to_string())
-            .env("STATIC_MAIN_ADDR", addr_of(Role::StaticMain))
-            .env("STATIC_FALLBACK_ADDR", addr_of(Role::StaticFallback))
-            .env("API_MAIN_ADDR", addr_of(Role::ApiMain))
-            .env("API_FALLBACK_ADDR", addr_of(Role::ApiFallback))
-            .env("HAPROXY_STATS_SOCKET", socket)
-            .env("WWW_DIR", www)
             .current_dir(dir)
             .readiness(Readiness::Accepts(bind));
+        let spec = topology.place(None, environment(bind).apply(spec));
         match ServerProcess::try_spawn(spec) {
             Ok(haproxy) => return haproxy,
             Err(failed) => {
@@ -298,7 +194,7 @@ pub struct Stack {
     haproxy: ServerProcess,
     origins: Vec<ServerProcess>,
     www: PathBuf,
-    socket: PathBuf,
+    api: RuntimeApi,
     config: PathBuf,
     // Last, so it is removed after every process using it is gone.
     dir: TempDir,
@@ -381,12 +277,12 @@ impl Stack {
 
     /// The origin server playing `role`.
     pub fn server(&self, role: Role) -> &ServerProcess {
-        &self.origins[role.index()]
+        &self.origins[role as usize]
     }
 
     /// The origin server playing `role`, to kill, stop or restart it.
     pub fn server_mut(&mut self, role: Role) -> &mut ServerProcess {
-        &mut self.origins[role.index()]
+        &mut self.origins[role as usize]
     }
 
     /// The HAProxy master process.
@@ -425,55 +321,27 @@ impl Stack {
 
     /// HAProxy's stats socket (runtime API, admin level).
     pub fn stats_socket(&self) -> &Path {
-        &self.socket
+        self.api.socket()
+    }
+
+    /// HAProxy's runtime API.
+    pub fn api(&self) -> &RuntimeApi {
+        &self.api
     }
 
     /// Sends one command to HAProxy's runtime API and returns its answer.
     pub fn runtime_api(&self, command: &str) -> io::Result<String> {
-        let mut stream = UnixStream::connect(&self.socket)?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-        stream.write_all(format!("{command}\n").as_bytes())?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        Ok(answer)
+        self.api.command(command)
     }
 
     /// Every server row of `show stat` (frontend and backend rows left out).
     pub fn server_stats(&self) -> io::Result<Vec<ServerStat>> {
-        let csv = self.runtime_api("show stat")?;
-        let mut lines = csv.lines();
-        let header = lines
-            .next()
-            .and_then(|line| line.strip_prefix("# "))
-            .ok_or_else(|| io::Error::other(format!("`show stat` answered {csv:?}")))?;
-        let names: Vec<&str> = header.split(',').collect();
-        let rows = lines.filter(|line| !line.is_empty()).map(|line| {
-            let fields: BTreeMap<String, String> = names
-                .iter()
-                .zip(line.split(','))
-                .map(|(name, value)| ((*name).to_owned(), value.to_owned()))
-                .collect();
-            let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
-            ServerStat {
-                backend: field("pxname"),
-                server: field("svname"),
-                status: field("status"),
-                check_status: field("check_status"),
-                fields: fields.clone(),
-            }
-        });
-        Ok(rows
-            .filter(|row| !matches!(row.server.as_str(), "FRONTEND" | "BACKEND"))
-            .collect())
+        self.api.server_stats()
     }
 
     /// HAProxy's view of `role`'s server.
     pub fn server_stat(&self, role: Role) -> io::Result<ServerStat> {
-        self.server_stats()?
-            .into_iter()
-            .find(|row| row.backend == role.backend() && row.server == role.name())
-            .ok_or_else(|| io::Error::other(format!("`show stat` has no row for {role}")))
+        self.api.server_stat(role)
     }
 
     /// Waits until HAProxy reports `role`'s server with exactly `status` (`UP`, `DOWN`, ...);
@@ -498,12 +366,12 @@ impl Stack {
     /// (a new worker starts them as UP until its first checks).
     #[track_caller]
     pub fn haproxy_reload(&mut self) {
-        let before = self.worker_pid().unwrap_or_else(|error| {
+        let before = self.api.worker_pid().unwrap_or_else(|error| {
             panic!("HAProxy's runtime API does not answer before the reload: {error}")
         });
         self.haproxy.kill(Signal::SIGUSR2);
         self.wait_until(START_TIMEOUT, "a new HAProxy worker answers", || {
-            let pid = self.worker_pid().map_err(|e| e.to_string())?;
+            let pid = self.api.worker_pid().map_err(|e| e.to_string())?;
             if pid == before {
                 return Err(format!("the worker is still pid {pid}"));
             }
@@ -519,15 +387,6 @@ impl Stack {
         self.wait_until_checked(START_TIMEOUT, false);
     }
 
-    /// The current worker's pid from `show info`.
-    fn worker_pid(&self) -> io::Result<u32> {
-        let info = self.runtime_api("show info")?;
-        info.lines()
-            .find_map(|line| line.strip_prefix("Pid: "))
-            .and_then(|pid| pid.trim().parse().ok())
-            .ok_or_else(|| io::Error::other(format!("`show info` has no Pid: {info:?}")))
-    }
-
     /// Waits until both main servers have been checked and are in a settled state (`UP` with
     /// a passing check when `require_up`, else `UP` or `DOWN` or `MAINT`).
     fn wait_until_checked(&self, timeout: Duration, require_up: bool) {
@@ -539,7 +398,7 @@ impl Stack {
         self.wait_until(timeout, what, || {
             let mut states = Vec::new();
             let mut settled = true;
-            for role in [Role::StaticMain, Role::ApiMain] {
+            for role in Tier::ALL.map(Tier::main) {
                 let stat = self.server_stat(role).map_err(|e| e.to_string())?;
                 let checked = !stat.check_status.is_empty() && !stat.check_status.contains("INI");
                 settled &= checked

@@ -1,11 +1,11 @@
 //! HAProxy's view of the servers, read from its stats socket (runtime API, `show stat`).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use contract::stat::{Table, TableError};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -81,10 +81,9 @@ pub enum StatsError {
     Exchange(PathBuf, io::Error),
     /// No complete answer within the time limit.
     Timeout(PathBuf, Duration),
-    /// The answer was not a `show stat` table (e.g. "Permission denied").
-    NotAStatsTable(String),
-    /// The table lacks a column this report needs.
-    MissingColumn(&'static str),
+    /// The answer was not a `show stat` table (e.g. "Permission denied"), or it lacks a
+    /// column this report needs.
+    Table(TableError),
 }
 
 impl fmt::Display for StatsError {
@@ -118,14 +117,7 @@ impl fmt::Display for StatsError {
                 path.display(),
                 limit.as_millis()
             ),
-            StatsError::NotAStatsTable(first_line) => write!(
-                f,
-                "HAProxy answered `show stat` with {first_line:?} instead of a stats table; check the socket's access level."
-            ),
-            StatsError::MissingColumn(name) => write!(
-                f,
-                "HAProxy's stats table has no `{name}` column; this HAProxy version is not supported."
-            ),
+            StatsError::Table(error) => write!(f, "`show stat`: {error}."),
         }
     }
 }
@@ -185,24 +177,8 @@ async fn show_stat(socket: &Path) -> Result<String, StatsError> {
 
 /// Parses HAProxy's `show stat` CSV, locating columns by the names in its header line.
 pub fn parse_show_stat(answer: &str) -> Result<StatsTable, StatsError> {
-    let mut lines = answer.lines();
-    let header = lines
-        .next()
-        .and_then(|line| line.strip_prefix("# "))
-        .ok_or_else(|| {
-            StatsError::NotAStatsTable(answer.lines().next().unwrap_or("").trim().to_owned())
-        })?;
-    let columns: HashMap<&str, usize> = header
-        .split(',')
-        .enumerate()
-        .map(|(index, name)| (name, index))
-        .collect();
-    let column = |name: &'static str| {
-        columns
-            .get(name)
-            .copied()
-            .ok_or(StatsError::MissingColumn(name))
-    };
+    let csv = Table::show_stat(answer).map_err(StatsError::Table)?;
+    let column = |name: &str| csv.column(name).map_err(StatsError::Table);
     let pxname = column("pxname")?;
     let svname = column("svname")?;
     let scur = column("scur")?;
@@ -219,9 +195,8 @@ pub fn parse_show_stat(answer: &str) -> Result<StatsTable, StatsError> {
     let kind = column("type")?;
 
     let mut table = StatsTable::default();
-    for line in lines.filter(|line| !line.trim().is_empty() && !line.starts_with('#')) {
-        let fields: Vec<&str> = line.split(',').collect();
-        let text = |index: usize| fields.get(index).copied().unwrap_or("");
+    for row in csv.rows() {
+        let text = |index: usize| row.at(index);
         let number = |index: usize| text(index).parse::<u64>().ok();
         let count = |index: usize| number(index).unwrap_or(0);
         // type: 0 frontend, 1 backend, 2 server, 3 listener.
@@ -265,14 +240,17 @@ mod tests {
         assert!(err.to_string().contains("Permission denied"), "{err}");
         assert!(matches!(
             parse_show_stat(""),
-            Err(StatsError::NotAStatsTable(_))
+            Err(StatsError::Table(TableError::NotATable(_)))
         ));
     }
 
     #[test]
     fn names_a_missing_column() {
         let err = parse_show_stat("# pxname,svname\nweb,FRONTEND\n").unwrap_err();
-        assert!(matches!(err, StatsError::MissingColumn("scur")), "{err}");
+        assert!(
+            matches!(&err, StatsError::Table(TableError::MissingColumn(name)) if name == "scur"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use tempfile::TempDir;
 use driver::browser::Browser;
 use driver::{default_www_dir, target_dir, Role, Signal, Stack};
+use serde::Deserialize;
+use tempfile::TempDir;
 
 /// Deadline of every wait: generous, it only fails a scenario that hangs. Recovery on the
 /// shipped pace takes up to ~12 s (5 s ± 20 % interval, 0.5 s confirmation, 0–3 s spread).

@@ -1,0 +1,155 @@
+//! Reads the real `haproxy.cfg` and fails where it and the crate's constants disagree.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use contract::{
+    env, Role, Tier, HAPROXY_FILE_LIMIT, HAPROXY_SERVED_FILES, HEALTHY_STATUS, MAINTENANCE_JSON,
+    RETRY_AFTER_S,
+};
+
+fn config() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../haproxy.cfg");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
+}
+
+/// The lines of the section that starts with `header` (e.g. "backend api"), comments and
+/// blank lines left out.
+fn section(config: &str, header: &str) -> Vec<String> {
+    let mut lines = config.lines().skip_while(|line| line.trim_end() != header);
+    assert!(
+        lines.next().is_some(),
+        "haproxy.cfg has no `{header}` section"
+    );
+    lines
+        .take_while(|line| line.is_empty() || line.starts_with(char::is_whitespace))
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Everything after `marker` up to the next `"`, for each occurrence outside comments.
+fn quoted_after<'a>(config: &'a str, marker: &str) -> Vec<&'a str> {
+    config
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .flat_map(|line| line.split(marker).skip(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect()
+}
+
+#[test]
+fn the_environment_is_the_contracts() {
+    let config = config();
+    let used: BTreeSet<&str> = quoted_after(&config, "\"${")
+        .into_iter()
+        .map(|var| var.split('}').next().unwrap_or(var))
+        .collect();
+    let known: BTreeSet<&str> = env::REQUIRED
+        .iter()
+        .chain(&env::OPTIONAL)
+        .copied()
+        .collect();
+    assert_eq!(
+        used, known,
+        "haproxy.cfg reads other environment variables than contract::env names"
+    );
+    for optional in env::OPTIONAL {
+        assert!(
+            config.contains(&format!(".if defined({optional})")),
+            "haproxy.cfg must read {optional} only when it is set"
+        );
+    }
+}
+
+#[test]
+fn each_backend_checks_its_health_path_for_exactly_200() {
+    let config = config();
+    for tier in Tier::ALL {
+        let backend = section(&config, &format!("backend {}", tier.name()));
+        let send = format!("http-check send meth GET uri {} ", tier.health_path());
+        assert!(
+            backend.iter().any(|line| line.starts_with(&send)),
+            "backend {tier} does not check {}: {backend:#?}",
+            tier.health_path()
+        );
+        let expect = format!("http-check expect status {HEALTHY_STATUS}");
+        assert!(
+            backend.contains(&expect),
+            "backend {tier} does not expect exactly {HEALTHY_STATUS}: {backend:#?}"
+        );
+    }
+}
+
+#[test]
+fn each_role_is_a_server_of_its_backend_main_checked_fallback_backup() {
+    let config = config();
+    for role in Role::ALL {
+        let backend = section(&config, &format!("backend {}", role.backend()));
+        let prefix = format!("server {} \"${{{}}}\"", role.name(), role.addr_env());
+        let line = backend
+            .iter()
+            .find(|line| line.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("backend {} has no `{prefix} ...`", role.backend()));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            words.contains(&"check"),
+            role.is_main(),
+            "{role}: only main servers are checked: {line}"
+        );
+        assert_eq!(
+            words.contains(&"backup"),
+            !role.is_main(),
+            "{role}: fallbacks are backups: {line}"
+        );
+    }
+}
+
+#[test]
+fn maintenance_answers_carry_the_contracts_retry_after_and_json() {
+    let config = config();
+    let values: Vec<&str> = config
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .flat_map(|line| line.split("hdr Retry-After ").skip(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert!(!values.is_empty(), "haproxy.cfg sends no Retry-After");
+    for value in values {
+        assert_eq!(
+            value,
+            RETRY_AFTER_S.to_string(),
+            "a Retry-After in haproxy.cfg"
+        );
+    }
+    let api = section(&config, "backend api");
+    assert!(
+        api.iter()
+            .any(|line| line.starts_with("http-error status 503")
+                && line.contains(&format!("string '{MAINTENANCE_JSON}'"))),
+        "backend api's own 503 is not {MAINTENANCE_JSON}: {api:#?}"
+    );
+}
+
+#[test]
+fn haproxy_serves_exactly_the_contracts_files_within_one_buffer() {
+    let config = config();
+    let served: BTreeSet<&str> = quoted_after(&config, "file \"${WWW_DIR}/")
+        .into_iter()
+        .collect();
+    let expected: BTreeSet<&str> = HAPROXY_SERVED_FILES.into_iter().collect();
+    assert_eq!(
+        served, expected,
+        "the files haproxy.cfg answers from memory"
+    );
+    // The limit is HAProxy's default buffer: the configuration must not change it.
+    assert!(
+        !config
+            .lines()
+            .any(|line| line.trim_start().starts_with("tune.bufsize")),
+        "haproxy.cfg sets tune.bufsize; HAPROXY_FILE_LIMIT ({HAPROXY_FILE_LIMIT}) assumes the \
+         default"
+    );
+}
