@@ -4,13 +4,14 @@ use std::{
     fs,
     io::{BufRead, BufReader, Write},
     os::unix::net::UnixStream,
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::up::{self as stack, Role};
+use driver::Server;
+
+use crate::files;
 
 /// Longest `up` may stay silent while answering: a restart waits for the old server to drain
 /// (up to 15 s) and for the new one to report its address (up to 30 s); a redeploy sends a
@@ -18,8 +19,8 @@ use crate::up::{self as stack, Role};
 const REPLY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// `cargo xtask restart <name>`.
-pub fn restart(role: Role) -> Result<()> {
-    let done = request(&format!("restart {role}"))?;
+pub fn restart(server: Server) -> Result<()> {
+    let done = request(&format!("restart {server}"))?;
     println!("{done}");
     Ok(())
 }
@@ -28,24 +29,27 @@ pub fn restart(role: Role) -> Result<()> {
 pub fn stop() -> Result<()> {
     println!("{}", request("stop")?);
     // `up` removes its control socket last, after every server is reaped.
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    while stack::control_socket().exists() {
-        if Instant::now() > deadline {
-            bail!(
-                "`cargo xtask up` accepted the stop request but still runs after {} s; look at \
-                 its terminal",
-                REPLY_TIMEOUT.as_secs()
-            );
+    driver::poll_until(REPLY_TIMEOUT, "`cargo xtask up` has stopped", || {
+        if files::control_socket().exists() {
+            Err("its control socket is still there")
+        } else {
+            Ok(())
         }
-        thread::sleep(Duration::from_millis(100));
-    }
+    })
+    .map_err(|_| {
+        anyhow!(
+            "`cargo xtask up` accepted the stop request but still runs after {} s; look at \
+             its terminal",
+            REPLY_TIMEOUT.as_secs()
+        )
+    })?;
     println!("stack stopped");
     Ok(())
 }
 
 /// `cargo xtask status`: each server's pid file and whether that process lives.
 pub fn status() -> Result<()> {
-    let supervised = UnixStream::connect(stack::control_socket()).is_ok();
+    let supervised = UnixStream::connect(files::control_socket()).is_ok();
     let mut report = format!(
         "supervisor (cargo xtask up): {}\n{:<16} {:<24} {:>8}  address\n",
         if supervised { "running" } else { "not running" },
@@ -53,17 +57,17 @@ pub fn status() -> Result<()> {
         "state",
         "pid"
     );
-    for role in Role::ALL {
-        let pid = stack::read_pid(role);
+    for server in Server::ALL {
+        let pid = files::read_pid(server);
         let state = match pid {
-            Some(pid) if stack::process_alive(pid, role.program()) => "alive",
+            Some(pid) if files::process_alive(pid, server.program()) => "alive",
             Some(_) => "dead (stale pid file)",
             None => "not running",
         };
-        let addr = fs::read_to_string(stack::addr_file(role)).unwrap_or_default();
+        let addr = fs::read_to_string(files::addr_file(server)).unwrap_or_default();
         report.push_str(&format!(
             "{:<16} {:<24} {:>8}  {}\n",
-            role.name(),
+            server.name(),
             state,
             pid.map_or("-".to_owned(), |pid| pid.to_string()),
             addr.trim()
@@ -83,7 +87,7 @@ fn request(line: &str) -> Result<String> {
 /// Like `request`, handing each `progress ...` line that comes before the reply to
 /// `on_progress` as it arrives (without the prefix).
 pub fn request_with_progress(line: &str, mut on_progress: impl FnMut(&str)) -> Result<String> {
-    let path = stack::control_socket();
+    let path = files::control_socket();
     let mut stream = UnixStream::connect(&path).map_err(|err| {
         anyhow!(
             "no stack is running: nothing answers on {} ({err}); start one with `cargo xtask up`",

@@ -788,18 +788,6 @@ fn take_body(
     Ok(())
 }
 
-/// One `GET path` on a fresh connection, with the start of the body whatever the status:
-/// for probes, not load.
-pub fn fetch(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Answer> {
-    let deadline = Instant::now() + timeout;
-    let mut connection =
-        Connection::open(addr, deadline).with_context(|| format!("could not connect to {addr}"))?;
-    let answer = connection
-        .request(addr, path, deadline, true)
-        .map_err(|failure| anyhow::anyhow!("GET http://{addr}{path}: {}", failure.message))?;
-    Ok(answer)
-}
-
 /// Options of `cargo xtask load`.
 #[derive(clap::Args)]
 pub struct LoadArgs {
@@ -828,7 +816,7 @@ pub fn load(args: &LoadArgs) -> Result<()> {
     let addr = match args.addr {
         Some(addr) => addr,
         None => {
-            let file = crate::up::addr_file(crate::up::Role::Haproxy);
+            let file = crate::files::addr_file(driver::Server::Haproxy);
             let text = std::fs::read_to_string(&file).with_context(|| {
                 format!(
                     "no stack is running ({} is missing); start one with `cargo xtask up`, or \

@@ -9,6 +9,7 @@ mod check;
 mod client;
 mod cmd;
 mod control;
+mod files;
 mod install;
 mod loadgen;
 mod redeploy;
@@ -24,7 +25,7 @@ use std::{
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::up::Role;
+use driver::{Server, Tier};
 
 /// Build, run and check automation for the monitoring-dashboard stack.
 #[derive(Parser)]
@@ -54,16 +55,14 @@ enum Verb {
     Up(up::UpArgs),
     /// Ask the running `cargo xtask up` to restart one server (haproxy: reload).
     Restart {
-        /// Which server.
-        #[arg(value_enum)]
-        name: Role,
+        /// Which server: haproxy, static-main, static-fallback, api-main, api-fallback.
+        name: Server,
     },
     /// Ask the running `cargo xtask up` to replace a tier's main server without failing a
     /// request: a new process next to the old one, HAProxy switched to it, the old one drained.
     Redeploy {
-        /// Which tier.
-        #[arg(value_enum)]
-        tier: redeploy::Tier,
+        /// Which tier: static or api.
+        tier: Tier,
         /// The new server's build id (default: the old id's base with the current unix time).
         #[arg(long)]
         build_id: Option<String>,
@@ -98,7 +97,7 @@ fn try_main() -> Result<()> {
     let cli = Cli::parse();
     if let Some(dir) = &cli.stack_dir {
         // Relative to where the command was typed, before moving to the workspace root.
-        up::set_stack_dir(std::path::absolute(dir).context("--stack-dir is unusable")?);
+        files::set_stack_dir(std::path::absolute(dir).context("--stack-dir is unusable")?);
     }
     let root = workspace_root();
     env::set_current_dir(&root)

@@ -12,38 +12,33 @@
 //! fail over, and come back on request, is the point of running it.
 
 use std::{
-    env, fmt,
-    fs::{self, File, OpenOptions},
+    env, fs,
     io::{self, BufRead, BufReader, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    os::unix::{
-        net::{UnixListener, UnixStream},
-        process::CommandExt,
-    },
-    path::{Path, PathBuf},
-    process::{Child, ChildStdout, Command, ExitStatus, Stdio},
-    sync::{
-        mpsc::{self, Receiver, RecvTimeoutError, Sender},
-        OnceLock,
-    },
+    net::{Ipv4Addr, SocketAddr, TcpListener},
+    os::unix::net::{UnixListener, UnixStream},
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::ValueEnum;
-use nix::{
-    sys::signal::{kill, killpg, Signal},
-    unistd::Pid,
+use driver::{
+    HaproxyEnv, ProcessSpec, Readiness, Role, RuntimeApi, Server, ServerProcess, Signal, Tier,
+    Topology,
 };
 
 use crate::{
-    client, cmd, install,
-    redeploy::{self, Progress, Tier},
+    client, cmd,
+    files::{
+        addr_file, control_socket, haproxy_socket, haproxy_state_file, live_pid, log_file,
+        note_in_log, pid_file, stack_dir, write_runtime_files,
+    },
+    install,
+    redeploy::{self, Progress},
 };
 
-/// How long a server may take from spawn to ready (address printed, port accepting).
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to exit after SIGTERM before it gets SIGKILL. origin drains
 /// in-flight requests for at most 10 s by default (`--shutdown-timeout`).
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -55,77 +50,6 @@ macro_rules! say {
     ($($arg:tt)*) => {{
         let _ = writeln!(io::stdout(), $($arg)*);
     }};
-}
-
-/// One server of the stack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    /// The entry point, in front of everything.
-    Haproxy,
-    /// Serves www/ (the dashboard).
-    StaticMain,
-    /// Static backup: answers the maintenance page.
-    StaticFallback,
-    /// The dashboard's data API.
-    ApiMain,
-    /// API backup: answers 503 maintenance JSON.
-    ApiFallback,
-}
-
-impl Role {
-    /// Every server, HAProxy first.
-    pub const ALL: [Role; 5] = [
-        Role::Haproxy,
-        Role::StaticMain,
-        Role::StaticFallback,
-        Role::ApiMain,
-        Role::ApiFallback,
-    ];
-    /// The origin servers, in the order `up` starts them.
-    const ORIGINS: [Role; 4] = [
-        Role::StaticMain,
-        Role::StaticFallback,
-        Role::ApiMain,
-        Role::ApiFallback,
-    ];
-
-    /// The name used on the command line, in file names and as origin's subcommand.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Haproxy => "haproxy",
-            Role::StaticMain => "static-main",
-            Role::StaticFallback => "static-fallback",
-            Role::ApiMain => "api-main",
-            Role::ApiFallback => "api-fallback",
-        }
-    }
-
-    /// The executable's name as /proc/<pid>/stat shows it.
-    pub fn program(self) -> &'static str {
-        match self {
-            Role::Haproxy => "haproxy",
-            _ => "origin",
-        }
-    }
-
-    /// What a visitor notices once this server is gone.
-    fn consequence(self, site: SocketAddr) -> String {
-        match self {
-            Role::Haproxy => format!("nothing answers on http://{site}/ now"),
-            Role::StaticMain | Role::ApiMain => {
-                "once HAProxy's health checks mark it down, the site shows the maintenance page"
-                    .to_owned()
-            }
-            Role::StaticFallback => "the static backend has no backup server now".to_owned(),
-            Role::ApiFallback => "the api backend has no backup server now".to_owned(),
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// Options of `cargo xtask up`.
@@ -142,79 +66,6 @@ pub struct UpArgs {
     pub no_build: bool,
 }
 
-static STACK_DIR: OnceLock<PathBuf> = OnceLock::new();
-
-/// Keeps the stack's files in `dir` instead of target/stack (`--stack-dir`), so that a test
-/// can run a stack of its own next to a developer's. Takes effect only before first use.
-pub fn set_stack_dir(dir: PathBuf) {
-    let _ = STACK_DIR.set(dir);
-}
-
-/// target/stack, relative to the workspace root (the current directory), unless
-/// `--stack-dir` says otherwise.
-pub fn stack_dir() -> PathBuf {
-    STACK_DIR
-        .get_or_init(|| PathBuf::from("target/stack"))
-        .clone()
-}
-
-/// HAProxy's runtime API socket, absolute: origin's api-main reads it from another directory.
-pub fn haproxy_socket() -> PathBuf {
-    absolute(&stack_dir().join("haproxy.sock"))
-}
-
-/// Where HAProxy's server states are saved before a reload, so that the new workers keep
-/// what the runtime API changed (a redeploy's new port); see `load-server-state-from-file`
-/// in haproxy.cfg.
-fn haproxy_state_file() -> PathBuf {
-    absolute(&stack_dir().join("haproxy.state"))
-}
-
-/// The file holding a running server's pid.
-pub fn pid_file(role: Role) -> PathBuf {
-    stack_dir().join(format!("{role}.pid"))
-}
-
-/// The file collecting a server's stdout and stderr.
-pub fn log_file(role: Role) -> PathBuf {
-    stack_dir().join(format!("{role}.log"))
-}
-
-/// The file holding the address a server listens on.
-pub fn addr_file(role: Role) -> PathBuf {
-    stack_dir().join(format!("{role}.addr"))
-}
-
-/// The unix socket on which `up` takes requests.
-pub fn control_socket() -> PathBuf {
-    stack_dir().join("control.sock")
-}
-
-/// The pid in a server's pid file, if there is a readable one.
-pub fn read_pid(role: Role) -> Option<i32> {
-    fs::read_to_string(pid_file(role)).ok()?.trim().parse().ok()
-}
-
-/// The pid of `role` if its pid file names a live process of the right program.
-pub fn live_pid(role: Role) -> Option<i32> {
-    read_pid(role).filter(|&pid| process_alive(pid, role.program()))
-}
-
-/// Whether `pid` is a running (not zombie) process of `program`. A recycled pid belongs to
-/// some other program, so the name is compared too.
-pub fn process_alive(pid: i32, program: &str) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "pid (comm) state ...": comm may itself contain spaces and parentheses.
-    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-        return false;
-    };
-    let state = stat[close + 1..].trim_start().chars().next();
-    &stat[open + 1..close] == program && state != Some('Z')
-}
-
-/// `cargo xtask up`.
 pub fn up(args: &UpArgs) -> Result<()> {
     // Refusals first: they take milliseconds, the builds minutes.
     refuse_if_running(args.listen)?;
@@ -247,7 +98,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
         .with_context(|| format!("could not listen on {}", control_socket().display()))?;
     thread::spawn(move || serve_control(control, events_tx));
 
-    let mut stack = Stack::new(args.listen, origin, www, &build_id());
+    let mut stack = Supervisor::new(args.listen, origin, www, &build_id());
     if let Err(err) = stack.start_all() {
         stack.shutdown(&events);
         remove_runtime_files();
@@ -278,9 +129,9 @@ fn build_id() -> String {
 }
 
 fn refuse_if_running(listen: SocketAddr) -> Result<()> {
-    let running: Vec<String> = Role::ALL
+    let running: Vec<String> = Server::ALL
         .iter()
-        .filter_map(|&role| live_pid(role).map(|pid| format!("{role} (pid {pid})")))
+        .filter_map(|&server| live_pid(server).map(|pid| format!("{server} (pid {pid})")))
         .collect();
     if !running.is_empty() {
         bail!(
@@ -309,11 +160,11 @@ fn refuse_if_running(listen: SocketAddr) -> Result<()> {
 fn prepare_stack_dir() -> Result<()> {
     let dir = stack_dir();
     fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
-    for role in Role::ALL {
-        fs::write(log_file(role), "")
-            .with_context(|| format!("could not write {}", log_file(role).display()))?;
-        let _ = fs::remove_file(pid_file(role));
-        let _ = fs::remove_file(addr_file(role));
+    for server in Server::ALL {
+        fs::write(log_file(server), "")
+            .with_context(|| format!("could not write {}", log_file(server).display()))?;
+        let _ = fs::remove_file(pid_file(server));
+        let _ = fs::remove_file(addr_file(server));
     }
     // No `up` answered on it (checked above): it is left over from one that was killed.
     let _ = fs::remove_file(control_socket());
@@ -321,8 +172,8 @@ fn prepare_stack_dir() -> Result<()> {
 }
 
 fn remove_runtime_files() {
-    for role in Role::ALL {
-        let _ = fs::remove_file(pid_file(role));
+    for server in Server::ALL {
+        let _ = fs::remove_file(pid_file(server));
     }
     let _ = fs::remove_file(stack_dir().join("haproxy.sock"));
     let _ = fs::remove_file(stack_dir().join("haproxy.state"));
@@ -387,93 +238,93 @@ fn answer_request(stream: UnixStream, events: &Sender<Event>) -> io::Result<()> 
 }
 
 /// A server `up` runs.
-struct Server {
-    role: Role,
+struct Slot {
+    server: Server,
     /// Where it listens: origins start on port 0 and keep the bound address across restarts,
     /// since HAProxy's configuration names it (a redeploy moves it, through the runtime API).
     listen: SocketAddr,
     /// The build id it runs with (a redeploy changes it).
     build_id: String,
-    child: Option<Child>,
+    process: Option<ServerProcess>,
 }
 
-/// The running stack.
-struct Stack {
+/// The running stack; dropping it kills and reaps every process (each guard does).
+struct Supervisor {
     site: SocketAddr,
     origin: PathBuf,
     www: PathBuf,
-    servers: Vec<Server>,
+    topology: Topology,
+    slots: Vec<Slot>,
 }
 
-impl Stack {
+impl Supervisor {
     fn new(site: SocketAddr, origin: PathBuf, www: PathBuf, build_id: &str) -> Self {
-        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        let servers = Role::ALL
+        let topology = Topology::Loopback {
+            ip: Ipv4Addr::LOCALHOST,
+        };
+        let slots = Server::ALL
             .iter()
-            .map(|&role| Server {
-                role,
-                listen: if role == Role::Haproxy {
-                    site
-                } else {
-                    any_port
+            .map(|&server| Slot {
+                server,
+                listen: match server {
+                    Server::Haproxy => site,
+                    Server::Origin(role) => topology.origin_listen(role),
                 },
                 build_id: build_id.to_owned(),
-                child: None,
+                process: None,
             })
             .collect();
         Self {
             site,
             origin,
             www,
-            servers,
+            topology,
+            slots,
         }
     }
 
-    fn server(&mut self, role: Role) -> &mut Server {
-        let index = Role::ALL
+    fn slot(&mut self, server: Server) -> &mut Slot {
+        let index = Server::ALL
             .iter()
-            .position(|&r| r == role)
+            .position(|&s| s == server)
             .unwrap_or_default();
-        &mut self.servers[index]
+        &mut self.slots[index]
     }
 
     fn start_all(&mut self) -> Result<()> {
-        for role in Role::ORIGINS {
+        for role in Role::ALL {
             self.start_origin(role)?;
         }
         self.start_haproxy()
     }
 
-    fn origin_command(&self, role: Role, listen: SocketAddr, build_id: &str) -> Command {
-        let mut command = Command::new(&self.origin);
-        command
-            .arg(role.name())
-            .arg("--listen")
-            .arg(listen.to_string())
-            .arg("--build-id")
-            .arg(build_id);
-        match role {
-            Role::StaticMain | Role::StaticFallback => {
-                command.arg("--www").arg(&self.www);
-            }
-            Role::ApiMain => {
-                command.arg("--haproxy-socket").arg(haproxy_socket());
-            }
-            Role::ApiFallback | Role::Haproxy => {}
-        }
-        command
+    /// How `role` starts, listening on `listen` with `build_id`; output goes to its log.
+    fn origin_spec(&self, role: Role, listen: SocketAddr, build_id: &str) -> ProcessSpec {
+        let spec = driver::origin_spec(
+            &self.origin,
+            role,
+            listen,
+            build_id,
+            &self.www,
+            &haproxy_socket(),
+        )
+        .log_file(log_file(Server::Origin(role)))
+        // Its own process group: Ctrl-C reaches `up` alone, which stops servers in order.
+        .own_process_group();
+        self.topology.place(Some(role), spec)
     }
 
     /// Starts an origin server and waits for the address it prints first on stdout.
     fn start_origin(&mut self, role: Role) -> Result<()> {
-        let server = self.server(role);
-        let (listen, build_id) = (server.listen, server.build_id.clone());
-        let (child, bound) = spawn_origin(role, self.origin_command(role, listen, &build_id))?;
-        let pid = child.id();
-        let server = self.server(role);
-        server.listen = bound;
-        server.child = Some(child);
-        write_runtime_files(role, pid, bound)
+        let slot = self.slot(Server::Origin(role));
+        let (listen, build_id) = (slot.listen, slot.build_id.clone());
+        let process = ServerProcess::try_spawn(self.origin_spec(role, listen, &build_id))
+            .map_err(|failed| anyhow!("{} did not start: {}", role, failed.1))?;
+        let (pid, bound) = (process.pid(), process.addr());
+        let slot = self.slot(Server::Origin(role));
+        slot.listen = bound;
+        slot.process = Some(process);
+        write_runtime_files(Server::Origin(role), pid, bound)
     }
 
     /// `cargo xtask redeploy <tier>`: see the `redeploy` module.
@@ -483,8 +334,8 @@ impl Stack {
         build_id: Option<&str>,
         progress: &Progress<'_>,
     ) -> Result<String> {
-        let role = tier.main_role();
-        if self.server(Role::Haproxy).child.is_none() {
+        let role = tier.main();
+        if self.slot(Server::Haproxy).process.is_none() {
             bail!(
                 "haproxy is not running, so there is no traffic to hand over; start it with \
                  `cargo xtask restart haproxy`, or restart the server with `cargo xtask restart \
@@ -496,43 +347,44 @@ impl Stack {
                 redeploy::check_build_id(id)?;
                 id.to_owned()
             }
-            None => redeploy::next_build_id(&self.server(role).build_id, redeploy::unix_now()),
+            None => redeploy::next_build_id(
+                &self.slot(Server::Origin(role)).build_id,
+                redeploy::unix_now(),
+            ),
         };
-        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        let command = self.origin_command(role, any_port, &build_id);
-        let server = self.server(role);
+        let spec = self.origin_spec(role, self.topology.origin_listen(role), &build_id);
+        let slot = self.slot(Server::Origin(role));
         let slot = redeploy::Slot {
             role,
-            child: &mut server.child,
-            listen: &mut server.listen,
-            build_id: &mut server.build_id,
+            process: &mut slot.process,
+            listen: &mut slot.listen,
+            build_id: &mut slot.build_id,
         };
-        redeploy::hand_over(tier, slot, command, &build_id, &haproxy_socket(), progress)
+        let api = RuntimeApi::new(haproxy_socket());
+        redeploy::hand_over(slot, spec, &build_id, &api, progress)
     }
 
-    fn haproxy_command(&self) -> Command {
-        let mut command = Command::new("haproxy");
-        let addr = |role| {
-            self.servers
+    /// HAProxy's environment: where each server listens now.
+    fn haproxy_env(&self) -> HaproxyEnv {
+        let listen = |role| {
+            self.slots
                 .iter()
-                .find(|server| server.role == role)
-                .map_or(String::new(), |server| server.listen.to_string())
+                .find(|slot| slot.server == Server::Origin(role))
+                .map_or(self.topology.origin_listen(role), |slot| slot.listen)
         };
-        command
-            .env("HAPROXY_BIND", self.site.to_string())
-            .env("STATIC_MAIN_ADDR", addr(Role::StaticMain))
-            .env("STATIC_FALLBACK_ADDR", addr(Role::StaticFallback))
-            .env("API_MAIN_ADDR", addr(Role::ApiMain))
-            .env("API_FALLBACK_ADDR", addr(Role::ApiFallback))
-            .env("HAPROXY_STATS_SOCKET", haproxy_socket())
-            .env("WWW_DIR", &self.www)
-            .env("HAPROXY_SERVER_STATE_FILE", haproxy_state_file());
-        command
+        HaproxyEnv {
+            bind: self.site,
+            origins: Role::ALL.map(listen),
+            stats_socket: haproxy_socket(),
+            www: self.www.clone(),
+            state_file: Some(haproxy_state_file()),
+        }
     }
 
     /// `haproxy -c` with the stack's environment; its complaints as the error.
     fn check_haproxy_config(&self) -> Result<()> {
-        let mut check = self.haproxy_command();
+        let mut check = Command::new("haproxy");
+        check.envs(self.haproxy_env().vars());
         check.args(["-c", "-f", "haproxy.cfg"]);
         let output = check
             .stdin(Stdio::null())
@@ -563,47 +415,21 @@ impl Stack {
         fs::write(haproxy_state_file(), "1\n")
             .with_context(|| format!("could not write {}", haproxy_state_file().display()))?;
         self.check_haproxy_config()?;
-        let log = open_log(Role::Haproxy)?;
-        let mut command = self.haproxy_command();
-        command
+        let spec = ProcessSpec::new("haproxy", "haproxy")
             .args(["-W", "-db", "-f", "haproxy.cfg"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0);
-        let line = cmd::display(&command);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("could not start `{line}`; run `cargo xtask install`"))?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                bail!(
-                    "haproxy exited at start ({}). Last lines of {}:\n{}",
-                    cmd::describe(status),
-                    log_file(Role::Haproxy).display(),
-                    log_tail(Role::Haproxy)
-                );
-            }
-            if TcpStream::connect_timeout(&self.site, Duration::from_millis(200)).is_ok() {
-                break;
-            }
-            if Instant::now() > deadline {
-                kill_and_reap(&mut child);
-                bail!(
-                    "haproxy did not accept connections on {} within {} s. Last lines of {}:\n{}",
-                    self.site,
-                    READY_TIMEOUT.as_secs(),
-                    log_file(Role::Haproxy).display(),
-                    log_tail(Role::Haproxy)
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let pid = child.id();
-        let site = self.site;
-        self.server(Role::Haproxy).child = Some(child);
-        write_runtime_files(Role::Haproxy, pid, site)
+            .readiness(Readiness::Accepts(self.site))
+            .log_file(log_file(Server::Haproxy))
+            .own_process_group();
+        let spec = self.topology.place(None, self.haproxy_env().apply(spec));
+        let process = ServerProcess::try_spawn(spec).map_err(|failed| {
+            anyhow!(
+                "haproxy did not start ({}); run `cargo xtask install` if it is missing",
+                failed.1
+            )
+        })?;
+        let (pid, site) = (process.pid(), self.site);
+        self.slot(Server::Haproxy).process = Some(process);
+        write_runtime_files(Server::Haproxy, pid, site)
     }
 
     fn print_banner(&self) {
@@ -611,20 +437,20 @@ impl Stack {
         say!("Stack is up: open http://{}/", self.site);
         say!("");
         say!("  {:<16} {:<22} {:>8}  log", "server", "address", "pid");
-        for server in &self.servers {
-            let pid = server.child.as_ref().map_or(0, Child::id);
+        for slot in &self.slots {
+            let pid = slot.process.as_ref().map_or(0, ServerProcess::pid);
             say!(
                 "  {:<16} {:<22} {:>8}  {}",
-                server.role.name(),
-                server.listen.to_string(),
+                slot.server.name(),
+                slot.listen.to_string(),
                 pid,
-                log_file(server.role).display()
+                log_file(slot.server).display()
             );
         }
         say!("");
         say!(
             "  Watch a failover:  kill $(cat {}); curl -i http://{}/api/data",
-            pid_file(Role::ApiMain).display(),
+            pid_file(Server::Origin(Role::ApiMain)).display(),
             self.site
         );
         say!("  Bring it back:     cargo xtask restart api-main");
@@ -661,21 +487,21 @@ impl Stack {
 
     fn report_exits(&mut self) {
         let site = self.site;
-        for server in &mut self.servers {
-            let Some(child) = &mut server.child else {
+        for slot in &mut self.slots {
+            let Some(process) = &mut slot.process else {
                 continue;
             };
-            let Ok(Some(status)) = child.try_wait() else {
+            let Some(status) = process.exit_status() else {
                 continue;
             };
-            let pid = child.id();
-            server.child = None;
-            let _ = fs::remove_file(pid_file(server.role));
-            let role = server.role;
+            let pid = process.pid();
+            slot.process = None;
+            let _ = fs::remove_file(pid_file(slot.server));
+            let server = slot.server;
             say!(
-                "up: {role} (pid {pid}) exited ({}); {}; run `cargo xtask restart {role}`",
+                "up: {server} (pid {pid}) exited ({}); {}; run `cargo xtask restart {server}`",
                 cmd::describe(status),
-                role.consequence(site)
+                consequence(server, site)
             );
         }
     }
@@ -685,39 +511,31 @@ impl Stack {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["restart", name] => {
-                let Ok(role) = Role::from_str(name, false) else {
-                    let names: Vec<&str> = Role::ALL.iter().map(|role| role.name()).collect();
-                    return (
-                        format!(
-                            "error there is no server `{name}`; the servers are {}",
-                            names.join(", ")
-                        ),
-                        false,
-                    );
+                let server = match name.parse::<Server>() {
+                    Ok(server) => server,
+                    Err(error) => return (format!("error {error}"), false),
                 };
                 // Exits that happened before the request are reported as such, not as
                 // part of the restart.
                 self.report_exits();
-                match self.restart(role) {
+                match self.restart(server) {
                     Ok(done) => {
                         say!("up: {done}");
                         (format!("ok {done}"), false)
                     }
                     Err(err) => {
-                        say!("up: restarting {role} failed: {err:#}");
+                        say!("up: restarting {server} failed: {err:#}");
                         (format!("error {err:#}"), false)
                     }
                 }
             }
             ["redeploy", tier, build_id @ ..] if build_id.len() <= 1 => {
-                let Ok(tier) = Tier::from_str(tier, false) else {
-                    return (
-                        format!("error there is no tier `{tier}`; the tiers are static, api"),
-                        false,
-                    );
+                let tier = match tier.parse::<Tier>() {
+                    Ok(tier) => tier,
+                    Err(error) => return (format!("error {error}"), false),
                 };
                 self.report_exits();
-                let role = tier.main_role();
+                let role = tier.main();
                 match self.redeploy(tier, build_id.first().copied(), &Progress::new(reply)) {
                     Ok(done) => {
                         say!("up: {done}");
@@ -740,50 +558,47 @@ impl Stack {
         }
     }
 
-    fn restart(&mut self, role: Role) -> Result<String> {
-        say!("up: restarting {role}...");
-        note_in_log(role, "cargo xtask restart");
-        if role == Role::Haproxy {
+    fn restart(&mut self, server: Server) -> Result<String> {
+        say!("up: restarting {server}...");
+        note_in_log(server, "cargo xtask restart");
+        let Server::Origin(role) = server else {
             return self.reload_haproxy();
-        }
-        let server = self.server(role);
-        if let Some(mut old) = server.child.take() {
-            let pid = old.id();
-            let status = stop_gracefully(&mut [&mut old]);
+        };
+        if let Some(mut old) = self.slot(server).process.take() {
+            let pid = old.pid();
+            let status = old.terminate(STOP_TIMEOUT);
             say!(
                 "up: {role} (pid {pid}) stopped ({})",
-                status[0].map_or("status unknown".to_owned(), cmd::describe)
+                status.map_or("status unknown".to_owned(), cmd::describe)
             );
         }
-        let _ = fs::remove_file(pid_file(role));
+        let _ = fs::remove_file(pid_file(server));
         self.start_origin(role)?;
-        let server = self.server(role);
-        let pid = server.child.as_ref().map_or(0, Child::id);
-        Ok(format!("{role} restarted on {}, pid {pid}", server.listen))
+        let slot = self.slot(server);
+        let pid = slot.process.as_ref().map_or(0, ServerProcess::pid);
+        Ok(format!("{role} restarted on {}, pid {pid}", slot.listen))
     }
 
     /// SIGUSR2 to HAProxy's master re-reads haproxy.cfg and replaces the workers without
     /// closing the port; if HAProxy is not running, it is started instead.
     fn reload_haproxy(&mut self) -> Result<String> {
-        let running = self
-            .server(Role::Haproxy)
-            .child
+        let Some(master) = self
+            .slot(Server::Haproxy)
+            .process
             .as_ref()
-            .map(|child| Pid::from_raw(child.id() as i32));
-        let Some(master) = running else {
+            .map(ServerProcess::pid)
+        else {
             self.start_haproxy()?;
-            let pid = self
-                .server(Role::Haproxy)
-                .child
-                .as_ref()
-                .map_or(0, Child::id);
+            let slot = self.slot(Server::Haproxy);
+            let pid = slot.process.as_ref().map_or(0, ServerProcess::pid);
             return Ok(format!("haproxy was not running; started it, pid {pid}"));
         };
         self.check_haproxy_config()?;
         // HAProxy's environment still names the ports it was started with; the new workers
         // take the ports a redeploy moved servers to from this file instead.
-        let saved = redeploy::RuntimeApi::new(&haproxy_socket())
+        let saved = RuntimeApi::new(haproxy_socket())
             .command("show servers state")
+            .map_err(anyhow::Error::from)
             .and_then(|state| {
                 fs::write(haproxy_state_file(), state).context("could not write the state file")
             });
@@ -793,23 +608,29 @@ impl Stack {
                  new workers use the addresses HAProxy was started with"
             );
         }
-        let log = log_file(Role::Haproxy);
+        let log = log_file(Server::Haproxy);
         let seen = fs::metadata(&log).map_or(0, |meta| meta.len());
-        kill(master, Signal::SIGUSR2).context("could not send SIGUSR2 to haproxy")?;
-        match wait_for_log(
-            &log,
-            seen,
-            &["Loading success", "Loading failure"],
-            RELOAD_TIMEOUT,
-        ) {
-            Some(line) if line.contains("Loading success") => Ok(format!(
+        if let Some(haproxy) = &mut self.slot(Server::Haproxy).process {
+            haproxy.kill(Signal::SIGUSR2);
+        }
+        let outcome = driver::poll_until(RELOAD_TIMEOUT, "HAProxy reports the reload", || {
+            let bytes = fs::read(&log).map_err(|err| err.to_string())?;
+            let start = usize::try_from(seen).unwrap_or(0).min(bytes.len());
+            String::from_utf8_lossy(&bytes[start..])
+                .lines()
+                .find(|line| line.contains("Loading success") || line.contains("Loading failure"))
+                .map(str::to_owned)
+                .ok_or_else(|| "no \"Loading success\" or \"Loading failure\" yet".to_owned())
+        });
+        match outcome {
+            Ok(line) if line.contains("Loading success") => Ok(format!(
                 "haproxy reloaded (SIGUSR2 to master pid {master}); new workers took over"
             )),
-            Some(_) => bail!(
+            Ok(_) => bail!(
                 "haproxy could not load haproxy.cfg again; the old workers keep serving. See {}",
                 log.display()
             ),
-            None => Ok(format!(
+            Err(_) => Ok(format!(
                 "sent SIGUSR2 to haproxy (master pid {master}) but saw no \"Loading success\" in \
                  {} within {} s",
                 log.display(),
@@ -821,27 +642,31 @@ impl Stack {
     /// Stops every server: SIGTERM, a bounded wait, then SIGKILL. A second Ctrl-C skips the
     /// wait. Every child is reaped before this returns.
     fn shutdown(&mut self, events: &Receiver<Event>) {
-        for server in &self.servers {
-            if let Some(child) = &server.child {
-                terminate(child);
-            }
+        for process in self
+            .slots
+            .iter_mut()
+            .filter_map(|slot| slot.process.as_mut())
+        {
+            // SIGCONT too, so that a server stopped on purpose (`kill -STOP`) can act on it.
+            process.kill(Signal::SIGTERM);
+            process.cont();
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
-            for server in &mut self.servers {
-                if let Some(child) = &mut server.child {
-                    if let Ok(Some(status)) = child.try_wait() {
+            for slot in &mut self.slots {
+                if let Some(process) = &mut slot.process {
+                    if let Some(status) = process.exit_status() {
                         say!(
                             "up: {} (pid {}) stopped ({})",
-                            server.role,
-                            child.id(),
+                            slot.server,
+                            process.pid(),
                             cmd::describe(status)
                         );
-                        server.child = None;
+                        slot.process = None;
                     }
                 }
             }
-            if self.servers.iter().all(|server| server.child.is_none()) {
+            if self.slots.iter().all(|slot| slot.process.is_none()) {
                 return;
             }
             if Instant::now() >= deadline {
@@ -862,222 +687,25 @@ impl Stack {
                 }
             }
         }
-        self.kill_all();
-    }
-
-    fn kill_all(&mut self) {
-        for server in &mut self.servers {
-            if let Some(mut child) = server.child.take() {
-                let status = kill_and_reap(&mut child);
-                say!(
-                    "up: {} (pid {}) killed ({})",
-                    server.role,
-                    child.id(),
-                    status.map_or("status unknown".to_owned(), cmd::describe)
-                );
-                let _ = fs::remove_file(pid_file(server.role));
+        for slot in &mut self.slots {
+            if let Some(process) = slot.process.take() {
+                say!("up: {} (pid {}) killed", slot.server, process.pid());
+                // Dropping the guard kills its process group and reaps it.
+                drop(process);
+                let _ = fs::remove_file(pid_file(slot.server));
             }
         }
     }
 }
 
-impl Drop for Stack {
-    /// An error or a panic must not leave servers running unsupervised.
-    fn drop(&mut self) {
-        self.kill_all();
-    }
-}
-
-/// Spawns an origin server with `command` (stdout piped to `up`, stderr to its log, its own
-/// process group) and waits for the address it prints first on stdout.
-pub fn spawn_origin(role: Role, mut command: Command) -> Result<(Child, SocketAddr)> {
-    let log = open_log(role)?;
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log.try_clone()?)
-        // Its own process group: Ctrl-C reaches `up` alone, which stops servers in order.
-        .process_group(0);
-    let line = cmd::display(&command);
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("could not start {role} (`{line}`)"))?;
-    let stdout = child
-        .stdout
-        .take()
-        .context("the child's stdout is not piped")?;
-    let (first_line_tx, first_line) = mpsc::channel();
-    thread::spawn(move || forward_stdout(stdout, log, first_line_tx));
-
-    let first_line = first_line.recv_timeout(READY_TIMEOUT);
-    let bound = first_line
-        .as_ref()
-        .ok()
-        .and_then(|line| line.trim().parse::<SocketAddr>().ok());
-    let Some(bound) = bound else {
-        let status = kill_and_reap(&mut child);
-        let why = match first_line {
-            Ok(line) if line.is_empty() => format!(
-                "it exited ({}) before printing its address",
-                status.map_or("status unknown".to_owned(), cmd::describe)
-            ),
-            Ok(line) => format!(
-                "its first line on stdout is `{}`, not an address",
-                line.trim()
-            ),
-            Err(_) => format!("it printed no address within {} s", READY_TIMEOUT.as_secs()),
-        };
-        bail!(
-            "{role} did not start: {why}.\nCommand: {line}\nLast lines of {}:\n{}",
-            log_file(role).display(),
-            log_tail(role)
-        );
-    };
-    Ok((child, bound))
-}
-
-/// Copies a child's stdout into its log, handing the first line (its address) to `up`.
-fn forward_stdout(stdout: ChildStdout, mut log: File, first_line: Sender<String>) {
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    let _ = reader.read_line(&mut line);
-    let _ = first_line.send(line);
-    let _ = io::copy(&mut reader, &mut log);
-}
-
-/// SIGTERM to each child, then waits up to `STOP_TIMEOUT` before SIGKILL. Returns how each
-/// ended.
-pub fn stop_gracefully(children: &mut [&mut Child]) -> Vec<Option<ExitStatus>> {
-    for child in children.iter() {
-        terminate(child);
-    }
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    let mut statuses = vec![None; children.len()];
-    while Instant::now() < deadline {
-        for (child, status) in children.iter_mut().zip(statuses.iter_mut()) {
-            if status.is_none() {
-                *status = child.try_wait().ok().flatten();
-            }
+/// What a visitor notices once this server is gone.
+fn consequence(server: Server, site: SocketAddr) -> String {
+    match server {
+        Server::Haproxy => format!("nothing answers on http://{site}/ now"),
+        Server::Origin(role) if role.is_main() => {
+            "once HAProxy's health checks mark it down, the site shows the maintenance page"
+                .to_owned()
         }
-        if statuses.iter().all(Option::is_some) {
-            return statuses;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    for (child, status) in children.iter_mut().zip(statuses.iter_mut()) {
-        if status.is_none() {
-            *status = kill_and_reap(child);
-        }
-    }
-    statuses
-}
-
-/// SIGTERM, then SIGCONT so that a stopped (hung on purpose, `kill -STOP`) server can act on
-/// it and shut down gracefully instead of waiting for SIGKILL.
-fn terminate(child: &Child) {
-    let pid = Pid::from_raw(child.id() as i32);
-    let _ = kill(pid, Signal::SIGTERM);
-    let _ = kill(pid, Signal::SIGCONT);
-}
-
-/// SIGKILL to the child's process group (HAProxy's workers too), then reaps the child.
-pub fn kill_and_reap(child: &mut Child) -> Option<ExitStatus> {
-    if let Ok(Some(status)) = child.try_wait() {
-        return Some(status);
-    }
-    // Not reaped yet, so the pid (also its group id) cannot have been reused.
-    let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-    child.wait().ok()
-}
-
-pub fn write_runtime_files(role: Role, pid: u32, addr: SocketAddr) -> Result<()> {
-    fs::write(pid_file(role), format!("{pid}\n"))
-        .with_context(|| format!("could not write {}", pid_file(role).display()))?;
-    fs::write(addr_file(role), format!("{addr}\n"))
-        .with_context(|| format!("could not write {}", addr_file(role).display()))
-}
-
-fn open_log(role: Role) -> Result<File> {
-    let path = log_file(role);
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("could not open {}", path.display()))
-}
-
-pub fn note_in_log(role: Role, what: &str) {
-    if let Ok(mut log) = open_log(role) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
-        let _ = writeln!(log, "--- xtask: {what} (unix time {now}) ---");
-    }
-}
-
-/// The last lines of a server's log, for error messages.
-fn log_tail(role: Role) -> String {
-    let text = fs::read_to_string(log_file(role)).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-    if tail.is_empty() {
-        "(empty)".to_owned()
-    } else {
-        tail
-    }
-}
-
-/// Waits for a line containing one of `needles` to appear in `path` after byte `from`.
-fn wait_for_log(path: &Path, from: u64, needles: &[&str], timeout: Duration) -> Option<String> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(bytes) = fs::read(path) {
-            let start = usize::try_from(from).unwrap_or(0).min(bytes.len());
-            let fresh = String::from_utf8_lossy(&bytes[start..]);
-            if let Some(line) = fresh
-                .lines()
-                .find(|line| needles.iter().any(|needle| line.contains(needle)))
-            {
-                return Some(line.to_owned());
-            }
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    crate::workspace_root().join(path)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn role_names_match_the_contract() {
-        let names: Vec<&str> = Role::ALL.iter().map(|role| role.name()).collect();
-        assert_eq!(
-            names,
-            [
-                "haproxy",
-                "static-main",
-                "static-fallback",
-                "api-main",
-                "api-fallback"
-            ]
-        );
-        for role in Role::ALL {
-            assert_eq!(Role::from_str(role.name(), false), Ok(role));
-        }
-    }
-
-    #[test]
-    fn this_process_is_alive_and_a_recycled_pid_is_not() {
-        let me = std::process::id() as i32;
-        let stat = fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
-        let comm = &stat[stat.find('(').unwrap() + 1..stat.rfind(')').unwrap()];
-        assert!(process_alive(me, comm));
-        assert!(!process_alive(me, "haproxy"));
+        Server::Origin(role) => format!("the {} backend has no backup server now", role.backend()),
     }
 }

@@ -7,19 +7,12 @@
 
 use std::{
     env, fs,
-    io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    sync::mpsc,
-    thread,
-    time::{Duration, Instant},
+    process::{Command, Output},
+    time::Duration,
 };
 
-use nix::{
-    sys::signal::{kill, killpg, Signal},
-    unistd::Pid,
-};
+use driver::{http::Request, ProcessSpec, ServerProcess, Signal};
 
 const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 /// How long the stack may take to come up (HAProxy's checks need two passes per server).
@@ -140,7 +133,7 @@ fn assert_success(output: &Output, stack: &StackUnderTest) {
 /// `xtask up` on a stack of its own. Dropping it stops `up` (SIGTERM, then SIGKILL after a
 /// bound) and kills whatever server its pid files still name.
 struct StackUnderTest {
-    up: Child,
+    up: ServerProcess,
     dir: PathBuf,
     site: String,
 }
@@ -150,22 +143,14 @@ impl StackUnderTest {
         let www = scratch.join("www");
         write_stub_www(&www);
         let dir = scratch.join("stack");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let site = format!("127.0.0.1:{port}");
-        let log = fs::File::create(scratch.join("up.log")).expect("up's log");
-        let up = Command::new(XTASK)
-            .arg("--stack-dir")
-            .arg(&dir)
-            .args(["up", "--no-build", "--listen", &site, "--www"])
-            .arg(&www)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("up's log"))
-            .stderr(log)
-            .spawn()
-            .expect("xtask up starts");
+        let site = format!("127.0.0.1:{}", driver::free_port());
+        let up = ServerProcess::spawn(
+            ProcessSpec::new("xtask up", XTASK)
+                .arg("--stack-dir")
+                .arg(&dir)
+                .args(["up", "--no-build", "--listen", &site, "--www"])
+                .arg(&www),
+        );
         let mut stack = StackUnderTest { up, dir, site };
         stack.wait_for("the stack to serve /healthz and /api/healthz", || {
             stack
@@ -175,8 +160,8 @@ impl StackUnderTest {
                     .get("/api/healthz")
                     .is_some_and(|(status, _)| status == 200)
         });
-        if let Ok(Some(status)) = stack.up.try_wait() {
-            panic!("xtask up exited ({status}):\n{}", stack.log());
+        if !stack.up.is_running() {
+            panic!("xtask up exited:\n{}", stack.log());
         }
         stack
     }
@@ -186,33 +171,22 @@ impl StackUnderTest {
             .arg("--stack-dir")
             .arg(&self.dir)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(std::process::Stdio::null())
             .output()
             .expect("xtask runs")
     }
 
     fn log(&self) -> String {
-        let scratch = self
-            .dir
-            .parent()
-            .expect("the stack dir is in the scratch dir");
-        fs::read_to_string(scratch.join("up.log")).unwrap_or_default()
+        self.up.log()
     }
 
     /// `GET path` through HAProxy: status and body, or None if nothing answered.
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(&self.site).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        let status = answer.split(' ').nth(1)?.parse().ok()?;
-        let body = answer.split_once("\r\n\r\n")?.1.to_owned();
-        Some((status, body))
+        let response = Request::get(&format!("http://{}{path}", self.site))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .ok()?;
+        Some((response.status, response.text().into_owned()))
     }
 
     /// The build a tier's health check reports through HAProxy.
@@ -245,17 +219,7 @@ impl StackUnderTest {
 
 impl Drop for StackUnderTest {
     fn drop(&mut self) {
-        let up = Pid::from_raw(self.up.id() as i32);
-        let _ = kill(up, Signal::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.up.try_wait() {
-                break;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.up.kill();
-        let _ = self.up.wait();
+        self.up.terminate(STOP_TIMEOUT);
         // If `up` had to be killed, its servers (each its own process group) are still there.
         for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let path = entry.path();
@@ -264,7 +228,8 @@ impl Drop for StackUnderTest {
                     .ok()
                     .and_then(|pid| pid.trim().parse().ok());
                 if let Some(pid) = pid.filter(|&pid| is_stack_process(pid)) {
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                    let _ =
+                        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
         }
@@ -302,15 +267,13 @@ fn write_stub_www(www: &Path) {
 
 /// `xtask load --strict` in the background. Dropping it kills it.
 struct LoadUnderTest {
-    child: Child,
-    output: mpsc::Receiver<String>,
+    load: ServerProcess,
     status: Option<std::process::ExitStatus>,
 }
 
 impl LoadUnderTest {
     fn start(stack: &StackUnderTest, rate: u32, paths: &[&str]) -> Self {
-        let mut command = Command::new(XTASK);
-        command
+        let mut spec = ProcessSpec::new("xtask load", XTASK)
             .arg("--stack-dir")
             .arg(&stack.dir)
             .args([
@@ -323,62 +286,35 @@ impl LoadUnderTest {
             ])
             .args(["--rate", &rate.to_string()]);
         for path in paths {
-            command.args(["--path", path]);
+            spec = spec.args(["--path", path]);
         }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("xtask load starts");
-        let (lines_tx, output) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        for stream in [Box::new(stdout) as Box<dyn Read + Send>, Box::new(stderr)] {
-            let lines_tx = lines_tx.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = lines_tx.send(line);
+        let load = ServerProcess::spawn(spec);
+        let load = LoadUnderTest { load, status: None };
+        driver::wait_until(
+            READY_TIMEOUT,
+            "xtask load reports that it started",
+            || {
+                let log = load.load.log();
+                if log.contains("load: ") {
+                    Ok(())
+                } else {
+                    Err(log)
                 }
-            });
-        }
-        let first = output
-            .recv_timeout(READY_TIMEOUT)
-            .unwrap_or_else(|_| panic!("xtask load printed nothing"));
-        assert!(first.starts_with("load: "), "xtask load: {first}");
-        LoadUnderTest {
-            child,
-            output,
-            status: None,
-        }
+            },
+            String::new,
+        );
+        load
     }
 
     /// Ctrl-C: the load stops and prints its report. Returns everything it printed.
     fn stop(&mut self) -> String {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while self.status.is_none() && Instant::now() < deadline {
-            self.status = self.child.try_wait().ok().flatten();
-            thread::sleep(Duration::from_millis(50));
-        }
+        self.load.kill(Signal::SIGINT);
+        self.status = self.load.wait_exit(STOP_TIMEOUT);
         assert!(self.status.is_some(), "xtask load did not stop on SIGINT");
-        let mut printed = Vec::new();
-        while let Ok(line) = self.output.recv_timeout(Duration::from_secs(1)) {
-            printed.push(line);
-        }
-        printed.join("\n")
+        self.load.log()
     }
 
     fn succeeded(&self) -> bool {
         self.status.is_some_and(|status| status.success())
-    }
-}
-
-impl Drop for LoadUnderTest {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }

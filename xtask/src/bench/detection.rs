@@ -129,7 +129,9 @@ fn one_run(bench: &Bench, stack: &mut Stack, fault: Fault) -> Result<f64> {
     let maintenance = stack.www_file("maintenance.html");
     let started = Instant::now();
     match fault {
-        Fault::Crash => stack.server_mut(Role::ApiMain).kill(driver::Signal::SIGKILL),
+        Fault::Crash => stack
+            .server_mut(Role::ApiMain)
+            .kill(driver::Signal::SIGKILL),
         Fault::Hang => stack.server_mut(Role::ApiMain).stop(),
     }
     let detected = loop {

@@ -6,22 +6,19 @@
 //! touched.
 
 use std::{
-    env,
-    fs::{self, File},
+    env, fs,
     net::{Ipv4Addr, SocketAddr},
-    os::unix::process::CommandExt,
     path::PathBuf,
-    process::{Child, Command, Stdio},
-    thread,
+    process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use driver::{http::Request, ProcessSpec, Server, ServerProcess};
 use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
 };
-use driver::http::Request;
 
 use super::{output_within, thousands, Bench, Figure, FigureId, Goal, Series, Unit};
 use crate::loadgen::{self, LoadReport, LoadSpec};
@@ -43,15 +40,6 @@ const HEALTHY_DEADLINE: Duration = Duration::from_secs(60);
 const BETWEEN: Duration = Duration::from_secs(1);
 /// How long `up` may take to stop everything after SIGTERM (origins drain for up to 10 s).
 const STOP_LIMIT: Duration = Duration::from_secs(30);
-/// Servers `up` writes pid files for.
-const SERVERS: [(&str, &str); 5] = [
-    ("haproxy", "haproxy"),
-    ("static-main", "origin"),
-    ("static-fallback", "origin"),
-    ("api-main", "origin"),
-    ("api-fallback", "origin"),
-];
-
 /// How api-main is replaced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Method {
@@ -80,10 +68,9 @@ impl Method {
 /// A `cargo xtask up` started by the benchmark, in a process group of its own; dropping it
 /// stops the stack (SIGTERM, bounded) and kills any server still named in its pid files.
 struct Up {
-    child: Child,
+    process: ServerProcess,
     dir: PathBuf,
     addr: SocketAddr,
-    log: PathBuf,
 }
 
 impl Up {
@@ -95,26 +82,17 @@ impl Up {
         }
         fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, driver::free_port()));
-        let log = dir.join("up.out");
-        let output = File::create(&log).context("could not create the stack's log")?;
-        let child = Command::new(&bench.xtask)
+        let spec = ProcessSpec::new("xtask up", &bench.xtask)
             .arg("--stack-dir")
             .arg(&dir)
             .args(["up", "--no-build", "--listen"])
             .arg(addr.to_string())
-            .stdin(Stdio::null())
-            .stdout(output.try_clone()?)
-            .stderr(output)
+            .log_file(dir.join("up.out"))
             // Ctrl-C reaches the benchmark, whose guards then stop this stack in order.
-            .process_group(0)
-            .spawn()
-            .context("could not start `cargo xtask up`")?;
-        let mut up = Up {
-            child,
-            dir,
-            addr,
-            log,
-        };
+            .own_process_group();
+        let process = ServerProcess::try_spawn(spec)
+            .map_err(|failed| anyhow!("could not start `cargo xtask up`: {}", failed.1))?;
+        let mut up = Up { process, dir, addr };
         up.wait_healthy(bench, "the stack to start")?;
         Ok(up)
     }
@@ -143,7 +121,7 @@ impl Up {
         let started = Instant::now();
         loop {
             bench.check_interrupt()?;
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.process.exit_status() {
                 bail!(
                     "`cargo xtask up` exited ({status}) while waiting for {what}:\n{}",
                     self.log_tail()
@@ -170,34 +148,22 @@ impl Up {
     }
 
     fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        self.process.log_tail(40)
     }
 }
 
 impl Drop for Up {
     fn drop(&mut self) {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX));
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + STOP_LIMIT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.terminate(STOP_LIMIT);
         // `up` stops its servers itself; should it have been killed, stop what it left.
-        for (name, program) in SERVERS {
-            let Some(pid) = fs::read_to_string(self.dir.join(format!("{name}.pid")))
+        for server in Server::ALL {
+            let Some(pid) = fs::read_to_string(self.dir.join(format!("{server}.pid")))
                 .ok()
                 .and_then(|text| text.trim().parse::<i32>().ok())
             else {
                 continue;
             };
-            if crate::up::process_alive(pid, program) {
+            if crate::files::process_alive(pid, server.program()) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }

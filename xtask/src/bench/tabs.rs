@@ -8,9 +8,9 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use driver::{browser::Browser, Role, Stack};
 use serde_json::Value;
 use tempfile::TempDir;
-use driver::{browser::Browser, Role, Stack};
 
 use super::{Bench, Figure, FigureId, Goal, Rng, Series, Summary, Unit};
 
@@ -285,7 +285,9 @@ fn epoch_ms() -> f64 {
 
 fn one_run(bench: &Bench, tabs: &[Browser], www: &Path, outage: Duration) -> Result<RunResult> {
     let mut stack = Stack::builder().build_id("bench").www(www).start();
-    stack.server_mut(Role::ApiMain).kill(driver::Signal::SIGKILL);
+    stack
+        .server_mut(Role::ApiMain)
+        .kill(driver::Signal::SIGKILL);
     stack.wait_server_status(Role::ApiMain, "DOWN", DEADLINE);
     let url = stack.url("/");
     let opening = Instant::now();

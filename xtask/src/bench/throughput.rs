@@ -2,22 +2,16 @@
 //! www/ through the same HAProxy.
 
 use std::{
-    fs::{self, File},
-    net::{Ipv4Addr, SocketAddr, TcpStream},
-    os::unix::process::CommandExt,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    thread,
+    fs,
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
-use nix::{
-    sys::signal::{killpg, Signal},
-    unistd::Pid,
-};
+use anyhow::{anyhow, bail, Context, Result};
+use driver::{ProcessSpec, Readiness, Role, ServerProcess, Stack};
 use tempfile::TempDir;
-use driver::{Role, Stack};
 
 use super::{output_within, thousands, Bench, Figure, FigureId, Goal, Series, Summary, Unit};
 
@@ -104,9 +98,9 @@ fn duration_ms(text: &str) -> Option<f64> {
 /// Debian's nginx serving a www directory on a loopback port, in a process group of its own;
 /// dropping it stops the whole group (master and workers) and reaps the master.
 struct Nginx {
-    child: Child,
+    // Held for its Drop: stops nginx.
+    _process: ServerProcess,
     addr: SocketAddr,
-    log: PathBuf,
     _dir: TempDir,
 }
 
@@ -120,69 +114,25 @@ impl Nginx {
         let config = nginx_config(dir.path(), addr, www);
         let config_path = dir.path().join("nginx.conf");
         fs::write(&config_path, config).context("could not write nginx.conf")?;
-        let log = dir.path().join("nginx.log");
-        let output = File::create(&log).context("could not create nginx.log")?;
-        let child = Command::new("nginx")
+        let spec = ProcessSpec::new("nginx", "nginx")
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
             .arg(&config_path)
             .args(["-e", "stderr"])
-            .stdin(Stdio::null())
-            .stdout(output.try_clone()?)
-            .stderr(output)
-            .process_group(0)
-            .spawn()
-            .context("could not start nginx; run `cargo xtask install --bench`")?;
-        let mut nginx = Nginx {
-            child,
+            .readiness(Readiness::Accepts(addr))
+            .own_process_group();
+        let process = ServerProcess::try_spawn(spec).map_err(|failed| {
+            anyhow!(
+                "nginx did not start ({}); run `cargo xtask install --bench`",
+                failed.1
+            )
+        })?;
+        Ok(Nginx {
+            _process: process,
             addr,
-            log,
             _dir: dir,
-        };
-        let started = Instant::now();
-        loop {
-            if let Some(status) = nginx.child.try_wait()? {
-                bail!(
-                    "nginx exited ({status}) before it listened on {addr}:\n{}",
-                    nginx.log_text()
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(nginx);
-            }
-            if started.elapsed() > Duration::from_secs(15) {
-                bail!(
-                    "nginx did not listen on {addr} within 15 s:\n{}",
-                    nginx.log_text()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let Ok(raw) = i32::try_from(self.child.id()) else {
-            return;
-        };
-        let group = Pid::from_raw(raw);
-        // SIGTERM: the master stops its workers; SIGKILL the group if that takes too long.
-        let _ = killpg(group, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = self.child.wait();
+        })
     }
 }
 
