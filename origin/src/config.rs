@@ -161,7 +161,7 @@ pub struct StaticMain {
 #[derive(Clone, Debug, Args)]
 #[group(skip)]
 pub struct StaticFallback {
-    /// Directory holding maintenance.html, maintenance.css and pkg/.
+    /// Directory holding maintenance.html and pkg/.
     #[arg(long, env = "ORIGIN_WWW", value_name = "DIR", default_value = "www")]
     pub www: PathBuf,
 

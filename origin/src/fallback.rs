@@ -41,8 +41,8 @@ struct MaintenanceSite {
     retry_after: u32,
 }
 
-/// Registers `static-fallback`: `/healthz` answers 503 JSON; `/maintenance.html`,
-/// `/maintenance.css` and `/pkg/*` are served as files; every other URL gets 503 with the body
+/// Registers `static-fallback`: `/healthz` answers 503 JSON; `/maintenance.html` and `/pkg/*`
+/// are served as files; every other URL gets 503 with the body
 /// of `www/maintenance.html` (read per request, so a new build shows at once; a built-in page
 /// when it is missing). Everything is `Cache-Control: no-store`.
 pub fn configure_static_fallback(
@@ -83,10 +83,7 @@ pub fn configure_static_fallback(
                 .service(reject_escaping_paths())
                 .service(web::resource("/healthz").to(healthz))
                 .service(web::resource("/metrics").route(web::get().to(metrics_endpoint)))
-                .service(
-                    web::resource(["/maintenance.html", "/maintenance.css"])
-                        .route(get_or_head().to(own_file)),
-                )
+                .service(web::resource("/maintenance.html").route(get_or_head().to(own_file)))
                 .service(Files::new("/pkg", site.www.join("pkg")))
                 .default_service(web::to(maintenance_page)),
         );

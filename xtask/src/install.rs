@@ -1,7 +1,7 @@
 //! `cargo xtask install`: make this machine able to build, run and test the stack.
 //!
 //! Every tool comes from a registry this network reaches (rustup, Debian's apt, crates.io,
-//! npm), because wasm-pack's own downloads fail here (see /work/shared/TOOLCHAIN.md). Each
+//! npm), because wasm-pack's own downloads fail here (see docs/TOOLCHAIN.md). Each
 //! step first checks whether the tool is already there at the right version, so a warm
 //! machine pays a few `--version` calls and nothing else.
 

@@ -255,7 +255,6 @@ fn write_stub_www(www: &Path) {
             "maintenance.html",
             "<!doctype html><title>Maintenance</title><p>maintenance",
         ),
-        ("maintenance.css", "body { color: black }"),
         ("pkg/client.js", "export default function init() {}"),
         ("pkg/client.js.gz", "stub"),
         ("pkg/client_bg.wasm", "stub"),

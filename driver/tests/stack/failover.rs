@@ -204,7 +204,7 @@ fn every_origin_down_haproxy_answers_alone_and_recovers() {
     assert_pages_in_maintenance(&stack, why);
     assert_maintenance_page_works(&stack, why);
     // No usable server in either backend: HAProxy's own 503s, in the same shapes.
-    for path in ["/healthz", "/maintenance.css"] {
+    for path in ["/healthz", "/pkg/other.js"] {
         let response = stack.get(path);
         expect::maintenance_page(&stack, &response, &format!("GET {path} with {why}"));
     }

@@ -215,7 +215,7 @@ fn head_sends_the_headers_of_get_and_no_body() {
     let logs = origin.stderr.lock().unwrap().clone();
     assert!(
         logs.contains("loaded the www directory into memory")
-            && logs.contains("files=6")
+            && logs.contains("files=5")
             && logs.contains("bytes="),
         "no start-up line about the loaded files in:\n{logs}"
     );

@@ -86,7 +86,6 @@ async fn the_page_s_own_assets_are_served_but_never_cached() {
     let app = app(&site).await;
     for (uri, content_type) in [
         ("/maintenance.html", "text/html"),
-        ("/maintenance.css", "text/css"),
         ("/pkg/client.js", "text/javascript"),
         ("/pkg/client_bg.wasm", "application/wasm"),
     ] {
@@ -110,7 +109,7 @@ async fn the_page_s_own_assets_are_served_but_never_cached() {
 async fn a_missing_page_is_replaced_by_a_built_in_one() {
     let site = Site::without_maintenance_page();
     let app = app(&site).await;
-    for uri in ["/", "/maintenance.html", "/maintenance.css"] {
+    for uri in ["/", "/maintenance.html"] {
         let res = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{uri}");
         assert_eq!(

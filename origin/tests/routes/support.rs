@@ -26,15 +26,14 @@ pub struct Site {
 }
 
 impl Site {
-    /// A complete site: dashboard, maintenance page and its CSS, and a wasm-pack `pkg/`.
+    /// A complete site: dashboard, maintenance page and a wasm-pack `pkg/`.
     pub fn new() -> Site {
         let site = Site::without_maintenance_page();
         site.write("maintenance.html", MAINTENANCE_HTML);
-        site.write("maintenance.css", "body { font-family: sans-serif; }\n");
         site
     }
 
-    /// A site whose `www/` lacks `maintenance.html` and `maintenance.css`.
+    /// A site whose `www/` lacks `maintenance.html`.
     pub fn without_maintenance_page() -> Site {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         fs::create_dir_all(dir.path().join("www/pkg")).expect("create www/pkg");

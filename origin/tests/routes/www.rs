@@ -21,7 +21,6 @@ fn counts_the_files_and_bytes_it_loads() {
     let on_disk: u64 = [
         "index.html",
         "maintenance.html",
-        "maintenance.css",
         "app.css",
         "pkg/client.js",
         "pkg/client_bg.wasm",
@@ -29,7 +28,7 @@ fn counts_the_files_and_bytes_it_loads() {
     .iter()
     .map(|name| fs::metadata(site.www().join(name)).unwrap().len())
     .sum();
-    assert_eq!(www.file_count(), 6);
+    assert_eq!(www.file_count(), 5);
     assert_eq!(www.total_bytes(), on_disk);
     // app.css and client.js shrink; the tiny pages and the 8-byte wasm do not.
     assert_eq!(www.gzip_count(), 2);
