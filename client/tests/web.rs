@@ -38,7 +38,7 @@ async fn sleep(ms: i32) {
 }
 
 #[wasm_bindgen_test]
-async fn a_2xx_is_healthy() {
+async fn a_200_is_healthy() {
     let report = probe("/", 3000).await;
     assert_eq!(report.outcome, Outcome::Healthy);
     assert_eq!(report.build, None, "the runner's page has no build field");
@@ -76,7 +76,7 @@ async fn an_aborted_request_is_a_timeout() {
 fn answers_classify_by_status() {
     for (status, outcome) in [
         (200, Outcome::Healthy),
-        (204, Outcome::Healthy),
+        (204, Outcome::Unhealthy(204)),
         (404, Outcome::Unhealthy(404)),
         (500, Outcome::Unhealthy(500)),
         (503, Outcome::Unhealthy(503)),

@@ -9,7 +9,11 @@
 //!   used by origin's `/api/data` and by the stack driver alike.
 //!
 //! `tests/haproxy_cfg.rs` reads the real `haproxy.cfg` and fails when it and these constants
-//! disagree. The crate has no dependencies, so origin pays nothing for using it.
+//! disagree. The crate has no dependencies and needs no `std`, so origin and the no_std Wasm
+//! client pay nothing for using it.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
 
 pub mod env;
 mod role;
@@ -23,7 +27,7 @@ pub use role::{Role, Tier};
 pub const HEALTHY_STATUS: u16 = 200;
 
 /// Whether a health endpoint's answer says "healthy".
-pub fn is_healthy(status: u16) -> bool {
+pub const fn is_healthy(status: u16) -> bool {
     status == HEALTHY_STATUS
 }
 

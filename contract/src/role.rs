@@ -1,7 +1,9 @@
 //! The four origin servers and the two tiers they form.
 
-use std::fmt;
-use std::str::FromStr;
+use alloc::format;
+use alloc::string::String;
+use core::fmt;
+use core::str::FromStr;
 
 /// A tier of the site: one HAProxy backend with a main server and a backup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

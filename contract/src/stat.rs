@@ -2,7 +2,11 @@
 //! `show servers state` (space separated). Column positions change between HAProxy versions;
 //! names do not.
 
-use std::fmt;
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
 
 /// Why an answer is not the table asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,7 +33,7 @@ impl fmt::Display for TableError {
     }
 }
 
-impl std::error::Error for TableError {}
+impl core::error::Error for TableError {}
 
 /// A table of the runtime API: a header of column names and rows of fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -161,7 +165,7 @@ impl ServerState {
     }
 
     /// The IP address, if HAProxy reports one.
-    pub fn ip(&self) -> Option<std::net::IpAddr> {
+    pub fn ip(&self) -> Option<core::net::IpAddr> {
         self.addr.parse().ok()
     }
 

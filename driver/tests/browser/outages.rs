@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use driver::Role;
 
-use crate::support::{Pace, Scene, View, DETECTION, DOWN_STATES};
+use crate::support::{Pace, Scene, View, DETECTION};
 
 /// A tab opening `/` once HAProxy has taken `down` out: the maintenance page, in place (the
 /// URL stays `/`), with its client showing one of `states`. Records the time since `fault`.
@@ -160,7 +160,9 @@ pub fn f5_api_health_too_slow() {
 }
 
 /// F6: every origin is dead, fallbacks included. The maintenance page and its Wasm client
-/// come from HAProxy alone, and the client shows the outage after its first probe pair.
+/// come from HAProxy alone, and the client shows the outage after its first probe pair:
+/// `both-down`, since HAProxy itself answers both probes with 503 (not `unreachable`,
+/// which means no answer at all).
 pub fn f6_every_origin_dead() {
     let mut scene = Scene::start(Pace::Fast);
     let fault = Instant::now();
@@ -171,7 +173,7 @@ pub fn f6_every_origin_dead() {
         &scene,
         fault,
         &[Role::StaticMain, Role::ApiMain],
-        &DOWN_STATES,
+        &["both-down"],
         Some("maintenance-unreachable.png"),
     );
     for role in Role::ALL {

@@ -54,9 +54,6 @@ impl Pace {
     }
 }
 
-/// The maintenance page's `data-state` values that mean "something is down".
-pub const DOWN_STATES: [&str; 4] = ["static-down", "api-down", "both-down", "unreachable"];
-
 /// One reading of the test hooks of whatever page the tab shows (dashboard, maintenance
 /// page, or anything else), taken by a single script so the fields agree.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
