@@ -183,6 +183,31 @@ impl LoadReport {
         }
     }
 
+    /// The report as JSON, for programs (`cargo xtask load --json`): every count, the
+    /// statuses and errors by name, latencies in milliseconds, `clean` as [`Self::is_clean`].
+    pub fn to_json(&self) -> serde_json::Value {
+        let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+        serde_json::json!({
+            "due": self.due,
+            "sent": self.sent,
+            "unsent": self.unsent,
+            "late": self.late,
+            "ok": self.ok,
+            "failed": self.failed,
+            "http_5xx": self.http_5xx,
+            "maintenance": self.maintenance,
+            "other_status": self.other_status,
+            "retried": self.retried,
+            "statuses": self.statuses.iter().map(|(status, count)| (status.to_string(), *count)).collect::<BTreeMap<_, _>>(),
+            "errors": self.errors,
+            "p50_ms": ms(self.p50),
+            "p99_ms": ms(self.p99),
+            "max_ms": ms(self.max),
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "clean": self.is_clean(),
+        })
+    }
+
     fn add(&mut self, tally: Tally) {
         self.sent += tally.sent;
         self.unsent += tally.unsent;
@@ -809,6 +834,9 @@ pub struct LoadArgs {
     /// Fail unless the run is clean: every request sent and answered, no 5xx, no maintenance.
     #[arg(long)]
     strict: bool,
+    /// Print the report as one line of JSON on stdout (the prose goes to stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 /// `cargo xtask load`.
@@ -864,7 +892,12 @@ pub fn load(args: &LoadArgs) -> Result<()> {
     } else {
         running.stop()
     };
-    println!("{report}");
+    if args.json {
+        eprintln!("{report}");
+        println!("{}", report.to_json());
+    } else {
+        println!("{report}");
+    }
     if args.strict && !report.is_clean() {
         bail!(
             "the load was not clean: {} failed, {} 5xx, {} maintenance, {} unsent",
@@ -998,6 +1031,10 @@ mod tests {
         assert_accounted(&report);
         assert!(report.is_clean(), "{report}");
         assert_eq!(report.ok, 40);
+        let json = report.to_json();
+        assert_eq!(json["ok"], 40);
+        assert_eq!(json["clean"], true);
+        assert_eq!(json["statuses"]["200"], 40);
     }
 
     #[test]

@@ -51,26 +51,21 @@ fn redeploys_under_load_fail_no_request() {
             builds.push(serving);
         }
     }
-    let report = load.stop();
-    println!("{report}");
+    let (report, printed) = load.stop();
+    println!("{printed}");
     assert!(
-        load.succeeded(),
+        load.succeeded() && report["clean"] == true,
         "the load saw failed requests, 5xx or maintenance answers across {ROUNDS} redeploys \
-         of each tier:\n{report}\n--- up ---\n{}",
+         of each tier:\n{printed}\n--- up ---\n{}",
         stack.log()
     );
-    let sent = report
-        .lines()
-        .find_map(|line| {
-            line.split(" due, ")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no request count in the load report:\n{report}"));
-    assert!(sent >= 250, "the load sent only {sent} requests:\n{report}");
+    let sent = report["sent"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no request count in the load report:\n{printed}"));
+    assert!(
+        sent >= 250,
+        "the load sent only {sent} requests:\n{printed}"
+    );
 
     // The supervisor kept the new process: a plain restart restarts it, same build.
     let api_build = stack.build_of("api");
@@ -278,6 +273,7 @@ impl LoadUnderTest {
             .args([
                 "load",
                 "--strict",
+                "--json",
                 "--connections",
                 "16",
                 "--seconds",
@@ -305,12 +301,21 @@ impl LoadUnderTest {
         load
     }
 
-    /// Ctrl-C: the load stops and prints its report. Returns everything it printed.
-    fn stop(&mut self) -> String {
+    /// Ctrl-C: the load stops and prints its report. Returns the report (its `--json` line)
+    /// and everything it printed.
+    fn stop(&mut self) -> (serde_json::Value, String) {
         self.load.kill(Signal::SIGINT);
         self.status = self.load.wait_exit(STOP_TIMEOUT);
         assert!(self.status.is_some(), "xtask load did not stop on SIGINT");
-        self.load.log()
+        let printed = self.load.log();
+        let report = printed
+            .lines()
+            .find_map(|line| line.strip_prefix("[stdout] {"))
+            .map(|json| format!("{{{json}"))
+            .unwrap_or_else(|| panic!("xtask load --json printed no JSON report:\n{printed}"));
+        let report = serde_json::from_str(&report)
+            .unwrap_or_else(|error| panic!("the load's report is not JSON ({error}): {report}"));
+        (report, printed)
     }
 
     fn succeeded(&self) -> bool {
