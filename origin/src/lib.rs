@@ -26,7 +26,6 @@ pub mod fallback;
 pub mod haproxy_stats;
 pub mod host;
 pub mod listener;
-pub mod logging;
 pub mod metrics;
 pub mod static_tier;
 pub mod www;

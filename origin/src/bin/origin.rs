@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use actix_web::{web, App, HttpServer};
 use clap::Parser;
 use origin::listener::{obtain_listener, ListenerSource};
-use origin::logging::{BatchedLog, LineFormat};
 use origin::{Cli, Metrics, Role};
 use tracing_subscriber::EnvFilter;
 
@@ -16,17 +15,11 @@ fn main() -> ExitCode {
     let workers = cli.workers();
     // First, while no other thread runs (it may edit the environment).
     let listener = obtain_listener(&cli.role.server().listen);
-    let (log, log_guard) = match BatchedLog::to_stderr() {
-        Ok(started) => started,
-        Err(err) => {
-            eprintln!("origin: cannot start the log writer thread: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Start-up, shutdown and errors only (requests are logged by HAProxy), so stderr
+    // unbuffered is cheap enough.
     tracing_subscriber::fmt()
-        .with_writer(log)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .event_format(LineFormat::default())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
@@ -34,8 +27,6 @@ fn main() -> ExitCode {
     let served = listener
         .map_err(|err| err.to_string())
         .and_then(|listener| serve(cli.role, workers, listener));
-    // Every log line out before the last word.
-    drop(log_guard);
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -182,9 +182,10 @@ fn serves_then_exits_zero_on_sigterm() {
         origin.report()
     );
     let logs = origin.stderr.lock().unwrap().clone();
+    // HAProxy's httplog is the access log: at the default level an origin logs no requests.
     assert!(
-        logs.contains("path=\"/healthz\" status=200"),
-        "no request log line in:\n{logs}"
+        !logs.contains("path=\"/healthz\""),
+        "a request was logged at the default level:\n{logs}"
     );
     assert!(
         logs.contains("build=\"bin-test\""),

@@ -137,8 +137,8 @@ impl Nginx {
 }
 
 /// nginx as a plain static server: the CPU count of workers (origin's actix also runs one
-/// worker per CPU), an access log as in Debian's default nginx.conf (origin logs every request
-/// too), sendfile, and a `/healthz` for HAProxy's check.
+/// worker per CPU), no access log (neither origin logs requests: HAProxy's httplog is the
+/// access log), sendfile, and a `/healthz` for HAProxy's check.
 fn nginx_config(dir: &Path, addr: SocketAddr, www: &Path) -> String {
     let dir = dir.display();
     let www = www.display();
@@ -151,7 +151,7 @@ events {{ worker_connections 1024; }}
 http {{
     include /etc/nginx/mime.types;
     default_type application/octet-stream;
-    access_log {dir}/access.log;
+    access_log off;
     sendfile on;
     tcp_nopush on;
     keepalive_requests 100000;
@@ -340,8 +340,8 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
             "One stack from the end-to-end harness (HAProxy 2.6 and the release origin \
              servers), and Debian's nginx started from a temporary nginx.conf on a loopback \
              port serving the same www/ (`worker_processes auto`, i.e. one per CPU like \
-             origin's actix workers; an access log line per request written to a file, as \
-             Debian's default nginx.conf does and as the origin servers do; sendfile; a \
+             origin's actix workers; no access log, as the origin servers keep none either \
+             (HAProxy's httplog is the access log); sendfile; a \
              `/healthz` answering 200 for HAProxy's check). HAProxy's `static/static-main` is pointed at one or the other \
              with the runtime API (`set server static/static-main addr ... port ...`), checked \
              by 20 answers in a row coming from the right server (nginx names itself in \
