@@ -2,7 +2,7 @@
 
 use std::{
     os::unix::process::ExitStatusExt,
-    process::{Command, ExitStatus, Stdio},
+    process::{Command, ExitStatus, Output, Stdio},
 };
 
 use anyhow::{bail, Context, Result};
@@ -42,6 +42,15 @@ pub fn probe(cmd: &mut Command) -> Option<String> {
         .status
         .success()
         .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// A finished command's stdout followed by its stderr, as text: what an error shows.
+pub fn all_output(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// How a process ended, in words: "exit code 1", "signal 9 (SIGKILL)".

@@ -12,7 +12,7 @@
 //! fail over, and come back on request, is the point of running it.
 
 use std::{
-    env, fs,
+    fs,
     io::{self, BufRead, BufReader, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener},
     os::unix::net::{UnixListener, UnixStream},
@@ -113,9 +113,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
 }
 
 fn origin_binary() -> PathBuf {
-    let target =
-        env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
-    crate::workspace_root().join(target).join("release/origin")
+    driver::target_dir().join("release/origin")
 }
 
 fn build_id() -> String {
@@ -390,11 +388,7 @@ impl Supervisor {
             .stdin(Stdio::null())
             .output()
             .context("could not run `haproxy -c`; run `cargo xtask install`")?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let text = cmd::all_output(&output);
         if !output.status.success() {
             bail!(
                 "HAProxy rejects haproxy.cfg (`haproxy -c -f haproxy.cfg` with the stack's \

@@ -101,11 +101,7 @@ impl Up {
         let mut command = Command::new(&bench.xtask);
         command.arg("--stack-dir").arg(&self.dir).args(args);
         let output = output_within(bench, &mut command, OPERATION_LIMIT)?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let text = crate::cmd::all_output(&output);
         if !output.status.success() {
             bail!(
                 "`cargo xtask {}` failed ({}):\n{text}",
