@@ -147,14 +147,21 @@ impl StackUnderTest {
                 .arg(&www),
         );
         let mut stack = StackUnderTest { up, dir, site };
-        stack.wait_for("the stack to serve /healthz and /api/healthz", || {
-            stack
-                .get("/healthz")
-                .is_some_and(|(status, _)| status == 200)
-                && stack
-                    .get("/api/healthz")
-                    .is_some_and(|(status, _)| status == 200)
-        });
+        // Our `up` names the site in its haproxy.addr; without that check, another program
+        // that took the free port meanwhile would pass for our stack.
+        stack.wait_for(
+            "this stack's HAProxy to serve /healthz and /api/healthz",
+            || {
+                fs::read_to_string(stack.dir.join("haproxy.addr"))
+                    .is_ok_and(|addr| addr.trim() == stack.site)
+                    && stack
+                        .get("/healthz")
+                        .is_some_and(|(status, _)| status == 200)
+                    && stack
+                        .get("/api/healthz")
+                        .is_some_and(|(status, _)| status == 200)
+            },
+        );
         if !stack.up.is_running() {
             panic!("xtask up exited:\n{}", stack.log());
         }
