@@ -163,6 +163,7 @@ fn a_crowd_queues_and_a_crash_still_turns_to_maintenance() {
         // The crowd: HAProxy's queue, and the main servers' states every 100 ms.
         while started.elapsed() < CROWD {
             let rows = stack.stat_rows().expect("HAProxy's runtime API answers");
+            let mut downs_now = 0;
             for row in &rows {
                 let is_main = [Role::StaticMain, Role::ApiMain]
                     .iter()
@@ -173,9 +174,10 @@ fn a_crowd_queues_and_a_crash_still_turns_to_maintenance() {
                     if row.status != "UP" && not_up.len() < 20 {
                         not_up.push(format!("{}/{}: {}", row.backend, row.server, row.status));
                     }
-                    marked_down = marked_down.max(row.count("chkdown"));
+                    downs_now += row.count("chkdown");
                 }
             }
+            marked_down = marked_down.max(downs_now);
             thread::sleep(Duration::from_millis(100));
         }
 
