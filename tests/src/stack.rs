@@ -137,6 +137,17 @@ pub struct ServerStat {
     pub fields: BTreeMap<String, String>,
 }
 
+impl ServerStat {
+    /// A numeric field such as `qcur`, `qmax`, `chkdown` or `stot`; 0 when HAProxy leaves it
+    /// empty (a field that does not apply to the row) or it is not a number.
+    pub fn count(&self, name: &str) -> u64 {
+        self.fields
+            .get(name)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
 /// Chooses what a [`Stack`] serves; [`StackBuilder::start`] starts it.
 #[derive(Clone, Debug)]
 pub struct StackBuilder {
@@ -441,6 +452,16 @@ impl Stack {
 
     /// Every server row of `show stat` (frontend and backend rows left out).
     pub fn server_stats(&self) -> io::Result<Vec<ServerStat>> {
+        Ok(self
+            .stat_rows()?
+            .into_iter()
+            .filter(|row| !matches!(row.server.as_str(), "FRONTEND" | "BACKEND"))
+            .collect())
+    }
+
+    /// Every row of `show stat`, frontends (`server` is `FRONTEND`) and backends (`BACKEND`,
+    /// where HAProxy's queue is counted: `qcur`, `qmax`) included.
+    pub fn stat_rows(&self) -> io::Result<Vec<ServerStat>> {
         let csv = self.runtime_api("show stat")?;
         let mut lines = csv.lines();
         let header = lines
@@ -463,9 +484,7 @@ impl Stack {
                 fields: fields.clone(),
             }
         });
-        Ok(rows
-            .filter(|row| !matches!(row.server.as_str(), "FRONTEND" | "BACKEND"))
-            .collect())
+        Ok(rows.collect())
     }
 
     /// HAProxy's view of `role`'s server.
