@@ -7,3 +7,4 @@
 mod bad_input;
 mod failover;
 mod routing;
+mod security;
