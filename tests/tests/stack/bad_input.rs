@@ -319,6 +319,14 @@ fn a_table_of_malformed_requests_gets_the_designed_answers() {
                         !text.contains("# HELP") && !text.contains("# TYPE"),
                         "{what}: the answer carries Prometheus metrics:\n{text}"
                     );
+                    // Error answers say what went wrong, not what runs here.
+                    let lower = text.to_ascii_lowercase();
+                    for word in ["haproxy", "actix", "version", "/work", "/tmp"] {
+                        assert!(
+                            !lower.contains(word),
+                            "{what}: the error answer names {word:?}:\n{text}"
+                        );
+                    }
                 }
             }
             Some(response) => wrong.push(format!("{what}: expected {status}, got:\n{response}")),
