@@ -419,7 +419,6 @@ function render(data) {
   $("backends-empty").hidden = !unreachable;
   if (unreachable) {
     setText($("haproxy-error-text"), hap.error || "HAProxy's stats socket did not answer.");
-    setText($("haproxy-socket"), hap.socket || "—");
     // No rows rather than last-known rows: nothing on screen may claim a state we do not know.
     renderServers([]);
     renderBackends([], rates);

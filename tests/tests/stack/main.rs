@@ -8,3 +8,4 @@ mod bad_input;
 mod failover;
 mod overload;
 mod routing;
+mod security;
