@@ -109,7 +109,62 @@ fn plain_local(bytes: &[u8]) -> bool {
         [b'/', second, ..] => *second != b'/',
         _ => false,
     };
-    rooted && !bytes.iter().any(|&b| b < 0x20 || b == 0x7f || b == b'\\')
+    rooted
+        && !bytes.iter().any(|&b| b < 0x20 || b == 0x7f || b == b'\\')
+        && !collapses_to_double_slash(bytes)
+}
+
+/// Whether the URL parser, removing dot segments, turns this rooted path into one that starts
+/// with `//` (`/..//x` and `/.//x` become `//x`): still this origin, but a page served in
+/// place at `http://host//x` could not tell its own path from another host's URL. Follows
+/// the WHATWG path state: `.` and `%2e` are single dots, `..` in any spelling pops a segment,
+/// and a dot segment at the end leaves an empty one.
+fn collapses_to_double_slash(bytes: &[u8]) -> bool {
+    let (path, _query) = split_once(bytes, b'?');
+    let Some(rest) = path.strip_prefix(b"/") else {
+        return false;
+    };
+    // One entry per segment of the parsed path: whether it is empty.
+    let mut empty = Vec::new();
+    let mut segments = rest.split(|&b| b == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        match dots(segment) {
+            2 => {
+                empty.pop();
+                if last {
+                    empty.push(true);
+                }
+            }
+            1 => {
+                if last {
+                    empty.push(true);
+                }
+            }
+            _ => empty.push(segment.is_empty()),
+        }
+    }
+    empty.len() > 1 && empty.first() == Some(&true)
+}
+
+/// 1 for a single-dot segment, 2 for a double-dot one (`.` may be spelled `%2e`), else 0.
+fn dots(segment: &[u8]) -> usize {
+    let mut count = 0;
+    let mut rest = segment;
+    while !rest.is_empty() {
+        if let Some(tail) = rest.strip_prefix(b".") {
+            rest = tail;
+        } else if let [b'%', b'2', b'e' | b'E', tail @ ..] = rest {
+            rest = tail;
+        } else {
+            return 0;
+        }
+        count += 1;
+        if count > 2 {
+            return 0;
+        }
+    }
+    count
 }
 
 /// Decodes `%XX` sequences once; malformed ones stay as they are.
@@ -285,6 +340,14 @@ mod tests {
             "?v=1",
             "#top",
             "/%25252525252F%25252525252Fx",
+            // Dot segments the URL parser removes, leaving `//x` (found by the property tests).
+            "/..//x",
+            "/.//x",
+            "/a/..//x",
+            "/%2e%2e//x",
+            "/%2E//x",
+            "/.%2e/%2fx",
+            "/..//",
         ];
         for input in hostile {
             assert_eq!(sanitize(ORIGIN, input), "/", "{input:?}");
@@ -381,5 +444,112 @@ mod tests {
         assert_eq!(query_value("?return", "return").as_deref(), Some(&b""[..]));
         assert_eq!(query_value("?returned=1", "return"), None);
         assert_eq!(query_value("", "return"), None);
+    }
+}
+
+/// Property tests: whatever the input, the target is a path on the page's own origin, as the
+/// WHATWG URL parser (the `url` crate, which follows the same standard as browsers) reads it.
+/// Native only; tests/web.rs checks a sample against the browser's own parser.
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod properties {
+    use proptest::prelude::*;
+    use url::Url;
+
+    use super::*;
+
+    const ORIGIN: &str = "http://127.0.0.1:8080";
+
+    /// Strings built from the characters that matter to URL parsers, so the search reaches
+    /// slashes, dot segments, percent escapes, schemes and control characters quickly.
+    fn tricky() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            8 => Just("/".to_owned()),
+            2 => Just("\\".to_owned()),
+            4 => Just(".".to_owned()),
+            4 => Just("..".to_owned()),
+            1 => Just("%".to_owned()),
+            1 => Just("%2f".to_owned()),
+            1 => Just("%2F".to_owned()),
+            1 => Just("%5c".to_owned()),
+            1 => Just("%2e".to_owned()),
+            1 => Just("%25".to_owned()),
+            1 => Just("?".to_owned()),
+            1 => Just("#".to_owned()),
+            1 => Just("&".to_owned()),
+            1 => Just("=".to_owned()),
+            1 => Just(":".to_owned()),
+            1 => Just("@".to_owned()),
+            1 => Just("v=1".to_owned()),
+            1 => Just("return=".to_owned()),
+            1 => Just("http:".to_owned()),
+            1 => Just("javascript:".to_owned()),
+            1 => Just(ORIGIN.to_owned()),
+            1 => Just(MAINTENANCE_PATH.to_owned()),
+            1 => Just("elsewhere.example".to_owned()),
+            1 => "[\t\n\r \u{0}\u{7f}\u{a0}é\u{2044}\u{ff0f}]",
+            1 => "[a-z0-9]{1,3}",
+        ];
+        prop::collection::vec(piece, 0..12).prop_map(|pieces| pieces.concat())
+    }
+
+    fn any_input() -> impl Strategy<Value = String> {
+        prop_oneof![tricky(), any::<String>()]
+    }
+
+    /// Asserts `target` is a same-origin path, also once the browser has parsed it.
+    fn assert_same_origin_path(target: &str, input: &str) {
+        let bytes = target.as_bytes();
+        assert!(
+            bytes.first() == Some(&b'/') && !matches!(bytes.get(1), Some(b'/' | b'\\')),
+            "{input:?} gave {target:?}, not a rooted path"
+        );
+        let base = Url::parse(&format!("{ORIGIN}{MAINTENANCE_PATH}")).unwrap();
+        for candidate in [target.to_owned(), with_cache_buster(target, 42)] {
+            let url = base
+                .join(&candidate)
+                .unwrap_or_else(|error| panic!("{input:?} gave {candidate:?}: {error}"));
+            assert_eq!(
+                url.origin(),
+                base.origin(),
+                "{input:?} gave {candidate:?}, which leaves the origin: {url}"
+            );
+            // Served in place at this URL, the maintenance page must find its way back.
+            assert!(
+                !url.path().starts_with("//"),
+                "{input:?} gave {candidate:?}, whose parsed path {:?} reads as another host",
+                url.path()
+            );
+        }
+    }
+
+    /// `input` as a link would carry it: every byte percent-encoded.
+    fn encoded(input: &str) -> String {
+        let mut search = String::from("?return=");
+        for b in input.bytes() {
+            search.push_str(&format!("%{b:02X}"));
+        }
+        search
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn sanitize_always_gives_a_same_origin_path(input in any_input()) {
+            assert_same_origin_path(&sanitize(ORIGIN, &input), &input);
+        }
+
+        #[test]
+        fn the_return_parameter_always_gives_a_same_origin_path(input in any_input()) {
+            assert_same_origin_path(&return_target(ORIGIN, MAINTENANCE_PATH, &encoded(&input)), &input);
+            let raw = format!("?return={input}");
+            assert_same_origin_path(&return_target(ORIGIN, MAINTENANCE_PATH, &raw), &raw);
+        }
+
+        #[test]
+        fn a_page_url_always_gives_a_same_origin_path(path in any_input(), search in any_input()) {
+            let input = format!("{path}{search}");
+            assert_same_origin_path(&return_target(ORIGIN, &path, &search), &input);
+        }
     }
 }

@@ -74,6 +74,17 @@ pub struct ServerStat {
     pub fields: BTreeMap<String, String>,
 }
 
+impl ServerStat {
+    /// A numeric field such as `qcur`, `qmax`, `chkdown` or `stot`; 0 when HAProxy leaves it
+    /// empty (a field that does not apply to the row) or it is not a number.
+    pub fn count(&self, name: &str) -> u64 {
+        self.fields
+            .get(name)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
 /// HAProxy's runtime API on its admin-level stats socket.
 #[derive(Clone, Debug)]
 pub struct RuntimeApi {
@@ -120,10 +131,19 @@ impl RuntimeApi {
 
     /// Every server row of `show stat` (frontend and backend rows left out).
     pub fn server_stats(&self) -> io::Result<Vec<ServerStat>> {
+        Ok(self
+            .stat_rows()?
+            .into_iter()
+            .filter(|row| !matches!(row.server.as_str(), "FRONTEND" | "BACKEND"))
+            .collect())
+    }
+
+    /// Every row of `show stat`, frontends (`server` is `FRONTEND`) and backends (`BACKEND`,
+    /// where HAProxy's queue is counted: `qcur`, `qmax`) included.
+    pub fn stat_rows(&self) -> io::Result<Vec<ServerStat>> {
         let table = Table::show_stat(&self.command("show stat")?).map_err(io::Error::other)?;
         Ok(table
             .rows()
-            .filter(|row| !matches!(row.get("svname"), "FRONTEND" | "BACKEND"))
             .map(|row| ServerStat {
                 backend: row.get("pxname").to_owned(),
                 server: row.get("svname").to_owned(),

@@ -339,6 +339,12 @@ impl Stack {
         self.api.server_stats()
     }
 
+    /// Every row of `show stat`, frontends (`server` is `FRONTEND`) and backends (`BACKEND`,
+    /// where HAProxy's queue is counted: `qcur`, `qmax`) included.
+    pub fn stat_rows(&self) -> io::Result<Vec<ServerStat>> {
+        self.api.stat_rows()
+    }
+
     /// HAProxy's view of `role`'s server.
     pub fn server_stat(&self, role: Role) -> io::Result<ServerStat> {
         self.api.server_stat(role)

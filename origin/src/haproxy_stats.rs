@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use contract::stat::{Table, TableError};
@@ -18,10 +18,9 @@ const MAX_ANSWER_BYTES: u64 = 4 * 1024 * 1024;
 pub struct HaproxyReport {
     /// Whether the socket answered with a stats table.
     pub reachable: bool,
-    /// Why not, as a sentence; `null` when reachable.
+    /// Why not, as a sentence; `null` when reachable. It names no path on the server: the
+    /// report goes to every visitor of the dashboard.
     pub error: Option<String>,
-    /// The socket's path.
-    pub socket: String,
     /// One entry per server line (not FRONTEND, not BACKEND).
     pub servers: Vec<ServerState>,
     /// One entry per BACKEND line.
@@ -72,15 +71,16 @@ pub struct BackendState {
     pub errors: u64,
 }
 
-/// Why the stats could not be read.
+/// Why the stats could not be read. The messages name no path: they reach every visitor of
+/// the dashboard (the operator knows `--haproxy-socket`).
 #[derive(Debug)]
 pub enum StatsError {
     /// Connecting to the socket failed.
-    Connect(PathBuf, io::Error),
+    Connect(io::Error),
     /// Sending the command or reading the answer failed.
-    Exchange(PathBuf, io::Error),
+    Exchange(io::Error),
     /// No complete answer within the time limit.
-    Timeout(PathBuf, Duration),
+    Timeout(Duration),
     /// The answer was not a `show stat` table (e.g. "Permission denied"), or it lacks a
     /// column this report needs.
     Table(TableError),
@@ -89,32 +89,22 @@ pub enum StatsError {
 impl fmt::Display for StatsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StatsError::Connect(path, err) if err.kind() == io::ErrorKind::NotFound => write!(
-                f,
-                "HAProxy's stats socket {} does not exist; is HAProxy running with `stats socket` at that path?",
-                path.display()
+            StatsError::Connect(err) if err.kind() == io::ErrorKind::NotFound => f.write_str(
+                "HAProxy's stats socket does not exist; is HAProxy running with `stats socket` at the path api-main was given (--haproxy-socket)?",
             ),
-            StatsError::Connect(path, err) if err.kind() == io::ErrorKind::ConnectionRefused => {
-                write!(
-                    f,
-                    "nothing listens on HAProxy's stats socket {} (connection refused); HAProxy is probably stopped.",
-                    path.display()
-                )
+            StatsError::Connect(err) if err.kind() == io::ErrorKind::ConnectionRefused => f
+                .write_str(
+                    "nothing listens on HAProxy's stats socket (connection refused); HAProxy is probably stopped.",
+                ),
+            StatsError::Connect(err) => {
+                write!(f, "cannot connect to HAProxy's stats socket: {err}.")
             }
-            StatsError::Connect(path, err) => write!(
+            StatsError::Exchange(err) => {
+                write!(f, "HAProxy's stats socket broke off the exchange: {err}.")
+            }
+            StatsError::Timeout(limit) => write!(
                 f,
-                "cannot connect to HAProxy's stats socket {}: {err}.",
-                path.display()
-            ),
-            StatsError::Exchange(path, err) => write!(
-                f,
-                "HAProxy's stats socket {} broke off the exchange: {err}.",
-                path.display()
-            ),
-            StatsError::Timeout(path, limit) => write!(
-                f,
-                "HAProxy's stats socket {} did not answer `show stat` within {} ms.",
-                path.display(),
+                "HAProxy's stats socket did not answer `show stat` within {} ms.",
                 limit.as_millis()
             ),
             StatsError::Table(error) => write!(f, "`show stat`: {error}."),
@@ -138,21 +128,18 @@ pub async fn report(socket: &Path, limit: Duration) -> HaproxyReport {
     let outcome = match tokio::time::timeout(limit, show_stat(socket)).await {
         Ok(Ok(answer)) => parse_show_stat(&answer),
         Ok(Err(err)) => Err(err),
-        Err(_) => Err(StatsError::Timeout(socket.to_owned(), limit)),
+        Err(_) => Err(StatsError::Timeout(limit)),
     };
-    let socket = socket.display().to_string();
     match outcome {
         Ok(table) => HaproxyReport {
             reachable: true,
             error: None,
-            socket,
             servers: table.servers,
             backends: table.backends,
         },
         Err(err) => HaproxyReport {
             reachable: false,
             error: Some(err.to_string()),
-            socket,
             servers: Vec::new(),
             backends: Vec::new(),
         },
@@ -163,8 +150,8 @@ pub async fn report(socket: &Path, limit: Duration) -> HaproxyReport {
 async fn show_stat(socket: &Path) -> Result<String, StatsError> {
     let mut stream = UnixStream::connect(socket)
         .await
-        .map_err(|err| StatsError::Connect(socket.to_owned(), err))?;
-    let exchange = |err| StatsError::Exchange(socket.to_owned(), err);
+        .map_err(StatsError::Connect)?;
+    let exchange = StatsError::Exchange;
     stream.write_all(b"show stat\n").await.map_err(exchange)?;
     let mut answer = Vec::new();
     stream

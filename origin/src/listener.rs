@@ -9,6 +9,17 @@ use std::net::TcpListener;
 
 use listenfd::ListenFd;
 
+/// Connections the kernel may hold for the origin before it accepts them (`listen(2)`'s
+/// backlog; Linux caps it at `net.core.somaxconn`, 4096 by default).
+///
+/// std's `TcpListener::bind` asks for 128. HAProxy sends each main server at most `maxconn`
+/// requests at once (haproxy.cfg) and queues the rest itself, so the accept queue never needs
+/// more; 1024 is headroom for the health checks, a reload's second set of connections, and
+/// anyone running the origin without HAProxy's limit. Measured without `maxconn`: 1,500
+/// connections overflowed the 128, a connection attempt timed out, and HAProxy marked a busy
+/// but healthy api-main down.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
 /// Where the listening socket came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListenerSource {
@@ -29,6 +40,8 @@ pub enum ListenError {
     Inherited(io::Error),
     /// `LISTEN_FDS` is set, but no socket was passed to this process.
     NothingInherited,
+    /// The listening socket refused a longer accept queue.
+    Backlog(io::Error),
 }
 
 impl fmt::Display for ListenError {
@@ -65,6 +78,11 @@ impl fmt::Display for ListenError {
                 "LISTEN_FDS is set but no socket was passed to this process (LISTEN_PID names \
                  another process or LISTEN_FDS is 0); unset LISTEN_FDS to bind --listen instead",
             ),
+            ListenError::Backlog(err) => write!(
+                f,
+                "cannot give the listening socket an accept queue of {LISTEN_BACKLOG} \
+                 connections ({err}); check that it is a TCP socket in the listening state"
+            ),
         }
     }
 }
@@ -76,6 +94,21 @@ impl std::error::Error for ListenError {}
 /// Call before any thread starts: reading `LISTEN_FDS` removes it from the environment so
 /// child processes do not claim the socket too.
 pub fn obtain_listener(listen: &str) -> Result<(TcpListener, ListenerSource), ListenError> {
+    let (listener, source) = listener_as_given(listen)?;
+    Ok((with_backlog(listener)?, source))
+}
+
+/// Calls `listen(2)` again with [`LISTEN_BACKLOG`]: on Linux that resizes the accept queue of
+/// a socket that is already listening, bound here or inherited.
+fn with_backlog(listener: TcpListener) -> Result<TcpListener, ListenError> {
+    let socket = socket2::Socket::from(listener);
+    socket
+        .listen(LISTEN_BACKLOG)
+        .map_err(ListenError::Backlog)?;
+    Ok(socket.into())
+}
+
+fn listener_as_given(listen: &str) -> Result<(TcpListener, ListenerSource), ListenError> {
     if std::env::var_os("LISTEN_FDS").is_some() {
         let listener = ListenFd::from_env()
             .take_tcp_listener(0)
@@ -106,6 +139,25 @@ mod tests {
             err.to_string(),
             format!("cannot listen on {addr}: the address is already in use by another process; choose another --listen address")
         );
+    }
+
+    /// More connections than std's default backlog (128) wait, unaccepted, in the kernel's
+    /// queue instead of timing out.
+    #[test]
+    fn queues_more_than_std_s_default_backlog() {
+        let (listener, _) = obtain_listener("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let waiting: Vec<std::net::TcpStream> = (0..300)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+                    .unwrap_or_else(|err| {
+                        panic!(
+                            "connection {i} to a listener that does not accept yet failed: {err}"
+                        )
+                    })
+            })
+            .collect();
+        assert_eq!(waiting.len(), 300);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 const body = document.body;
 const REFRESH_MS = Math.max(250, parseInt(body.dataset.refreshMs, 10) || 2000);
+// Longer than HAProxy's `timeout queue` (2 s) plus the answer itself: under a crowd a request
+// waits in HAProxy's queue, and an answer that does arrive must not count as an outage.
 const TIMEOUT_MS = 3000;
 const HISTORY_MS = 5 * 60 * 1000;
 // Builds this tab already reloaded for; a list, so A -> B -> A -> B cannot loop either.
@@ -417,7 +419,6 @@ function render(data) {
   $("backends-empty").hidden = !unreachable;
   if (unreachable) {
     setText($("haproxy-error-text"), hap.error || "HAProxy's stats socket did not answer.");
-    setText($("haproxy-socket"), hap.socket || "—");
     // No rows rather than last-known rows: nothing on screen may claim a state we do not know.
     renderServers([]);
     renderBackends([], rates);

@@ -23,8 +23,10 @@ const BINARYEN_VERSION: &str = "132.0.0";
 
 /// Debian packages `cargo xtask up` needs.
 pub const APT_RUN: &[&str] = &["haproxy"];
-/// Debian packages `cargo xtask test` needs: the end-to-end and browser tests drive Chromium.
-pub const APT_TEST: &[&str] = &["haproxy", "chromium", "chromium-driver"];
+/// Debian packages `cargo xtask test` needs: the end-to-end and browser tests drive Chromium;
+/// the unit tests of deploy/systemd run `systemd-analyze verify` and `systemd-socket-activate`
+/// (package systemd; neither needs systemd running as PID 1).
+pub const APT_TEST: &[&str] = &["haproxy", "chromium", "chromium-driver", "systemd"];
 /// Debian packages benchmarks need on top of `APT_TEST`.
 pub const APT_BENCH: &[&str] = &["nginx", "wrk"];
 

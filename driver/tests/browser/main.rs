@@ -12,6 +12,7 @@
 //! cargo test -p driver --test browser -- f7           # one, by name filter
 //! ```
 
+mod csp;
 mod dashboard;
 mod flapping;
 mod outages;
@@ -23,7 +24,7 @@ use std::time::Instant;
 use libtest_mimic::{Arguments, Trial};
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [(&str, fn()); 14] = [
+const SCENARIOS: [(&str, fn()); 15] = [
     ("f1_api_main_crash", outages::f1_api_main_crash),
     ("f2_static_main_crash", outages::f2_static_main_crash),
     ("f3_both_mains_crash", outages::f3_both_mains_crash),
@@ -52,6 +53,10 @@ const SCENARIOS: [(&str, fn()); 14] = [
     (
         "dashboard_reloads_once_on_new_static_build",
         dashboard::dashboard_reloads_once_on_new_static_build,
+    ),
+    (
+        "csp_blocks_injected_script",
+        csp::csp_blocks_injected_script,
     ),
 ];
 

@@ -331,6 +331,87 @@ impl Scene {
     }
 }
 
+/// Reads the tab's record of Content-Security-Policy violations (kept in `sessionStorage` by
+/// the pages' first inline script, so it spans every page the tab loaded) and of how many
+/// pages ran that script.
+const CSP_JS: &str = r#"
+let s = {};
+try { s = sessionStorage; } catch (e) { return null; }
+return {
+  origin: location.origin,
+  violations: JSON.parse(s.cspViolations || "[]"),
+  hooks: +s.cspHooks || 0,
+  pages: (+s.dashboardLoads || 0) + (+s.maintenanceLoads || 0),
+};
+"#;
+
+/// What [`CSP_JS`] reads.
+#[derive(Debug, Deserialize)]
+struct CspRecord {
+    origin: String,
+    violations: Vec<String>,
+    hooks: u32,
+    pages: u32,
+}
+
+impl Scene {
+    /// The CSP violations every page this tab loaded from the stack reported
+    /// (`securitypolicyviolation`). Panics if a page of ours did not run the listener (its
+    /// script blocked or gone), or if the record cannot be read.
+    pub fn csp_violations(&self) -> Vec<String> {
+        let origin = self.url("");
+        let origin = origin.trim_end_matches('/');
+        let read = || -> Option<CspRecord> {
+            let record: Option<CspRecord> = self.tab.try_eval_as(CSP_JS).ok().flatten();
+            record.filter(|record| record.origin == origin)
+        };
+        // The tab may be on a browser error page or another origin: the record lives in
+        // this origin's sessionStorage, so read it from a plain same-origin document.
+        let record = read().or_else(|| {
+            self.tab.goto(&self.url("/assets/dashboard.css"));
+            read()
+        });
+        let Some(record) = record else {
+            panic!(
+                "cannot read the CSP violation record of {origin} in the tab:\n{}",
+                self.tab.describe()
+            );
+        };
+        // Each page counts its load after the listener's script ran, so a page that counted
+        // itself without a listener had that script blocked.
+        assert!(
+            record.hooks >= record.pages,
+            "{} pages were loaded but only {} ran the CSP violation listener: is its inline \
+             script's hash in haproxy.cfg's CSP?",
+            record.pages,
+            record.hooks
+        );
+        record.violations
+    }
+
+    /// Panics if any page this tab loaded from the stack reported a CSP violation. Every
+    /// scene calls it when it ends (`Drop`), so every scenario, present and future, is
+    /// covered; a scenario may call it earlier.
+    pub fn assert_no_csp_violations(&self) {
+        let violations = self.csp_violations();
+        assert!(
+            violations.is_empty(),
+            "the Content-Security-Policy blocked something in this tab:\n  {}\n{}",
+            violations.join("\n  "),
+            self.logs()
+        );
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        // A scenario that failed already says why; a second panic would abort the process.
+        if !std::thread::panicking() {
+            self.assert_no_csp_violations();
+        }
+    }
+}
+
 /// Whether the dashboard lists the four servers (their states aside).
 pub fn all_servers_listed(view: &View) -> bool {
     Role::ALL

@@ -165,3 +165,177 @@ fn a_malformed_request_line_is_refused() {
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
     );
 }
+
+/// What HAProxy must answer to one malformed or smuggling-shaped request.
+struct Case {
+    what: &'static str,
+    request: Vec<u8>,
+    status: u16,
+}
+
+fn case(what: &'static str, request: impl Into<Vec<u8>>, status: u16) -> Case {
+    Case {
+        what,
+        request: request.into(),
+        status,
+    }
+}
+
+/// The malformed requests of issue 16 and their answers through HAProxy, origins up.
+/// 400s come from HAProxy's own parser (with its fixed built-in page, see haproxy.cfg),
+/// the rest from the rules or the origins.
+fn malformed_requests() -> Vec<Case> {
+    let many_headers: String = (0..300).map(|i| format!("X-H{i}: y\r\n")).collect();
+    vec![
+        case(
+            "an empty header name",
+            "GET / HTTP/1.1\r\nHost: a\r\n: x\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        case(
+            "an empty Content-Length",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        // HAProxy drops Content-Length and reads the chunked body (RFC 9112 6.3); static-main
+        // then refuses the POST.
+        case(
+            "Content-Length with Transfer-Encoding",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\n0\r\n\r\n",
+            405,
+        ),
+        case(
+            "`#` in the path",
+            "GET /index.html#x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        case(
+            "a NUL byte in the path",
+            "GET /\0 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        case(
+            "a NUL byte in a header value",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\0b\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        case("an HTTP/0.9 request", "GET /\r\n\r\n", 400),
+        case(
+            "two Host headers",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        case(
+            "a 100 KiB URL",
+            format!(
+                "GET /{} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                "a".repeat(100 * 1024)
+            ),
+            400,
+        ),
+        case(
+            "300 headers",
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{many_headers}Connection: close\r\n\r\n"),
+            400,
+        ),
+        case(
+            "a chunk size that is not hex",
+            "POST /api/data HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\nzz\r\n\r\n",
+            400,
+        ),
+        case(
+            "an overflowing chunk size",
+            "POST /api/data HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\nfffffffffffffffffff\r\nx\r\n0\r\n\r\n",
+            400,
+        ),
+        // RFC 9112 5.2 lets a proxy unfold obs-fold instead of refusing it: HAProxy does, and
+        // the request is served.
+        case(
+            "an obs-fold header",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\nConnection: close\r\n\r\n",
+            200,
+        ),
+        // `option http-restrict-req-hdr-names reject`.
+        case(
+            "an underscore in a header name",
+            "GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 1.2.3.4\r\nConnection: close\r\n\r\n",
+            403,
+        ),
+        // /metrics stays private however it is spelled: HAProxy's rule (404) or static-main's
+        // refusal of `..` (400) or its 404 for a file that does not exist.
+        case(
+            "/metrics through dot segments",
+            "GET /assets/../metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        case(
+            "/metrics through %2f",
+            "GET /assets%2f..%2fmetrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        case(
+            "/metrics percent-encoded",
+            "GET /%6detrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            404,
+        ),
+        case(
+            "/metrics as an absolute URI",
+            "GET http://a/metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            404,
+        ),
+        case(
+            "/api/metrics as an absolute URI",
+            "GET http://a//api//metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            404,
+        ),
+        case(
+            "/metrics with a semicolon",
+            "GET /metrics;x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            404,
+        ),
+    ]
+}
+
+#[test]
+fn a_table_of_malformed_requests_gets_the_designed_answers() {
+    let stack = Stack::start();
+    let mut wrong = Vec::new();
+    for Case {
+        what,
+        request,
+        status,
+    } in malformed_requests()
+    {
+        let exchange = send_raw(stack.addr(), &request, Duration::from_secs(5))
+            .unwrap_or_else(|error| panic!("{what}: cannot connect to HAProxy: {error}"));
+        let text = String::from_utf8_lossy(&exchange.received);
+        match exchange.response() {
+            Some(response) if response.status == status => {
+                if status != 200 {
+                    assert!(
+                        !text.contains("# HELP") && !text.contains("# TYPE"),
+                        "{what}: the answer carries Prometheus metrics:\n{text}"
+                    );
+                    // Error answers say what went wrong, not what runs here.
+                    let lower = text.to_ascii_lowercase();
+                    for word in ["haproxy", "actix", "version", "/work", "/tmp"] {
+                        assert!(
+                            !lower.contains(word),
+                            "{what}: the error answer names {word:?}:\n{text}"
+                        );
+                    }
+                }
+            }
+            Some(response) => wrong.push(format!("{what}: expected {status}, got:\n{response}")),
+            None => wrong.push(format!(
+                "{what}: expected {status}, got {}",
+                exchange.describe()
+            )),
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+    assert_still_serving(&stack, "the malformed-request table");
+}

@@ -6,4 +6,6 @@
 
 mod bad_input;
 mod failover;
+mod overload;
 mod routing;
+mod security;

@@ -4,6 +4,7 @@
 mod api_fallback;
 mod api_main;
 mod binary;
+mod fuzz;
 mod metrics;
 mod static_fallback;
 mod static_main;

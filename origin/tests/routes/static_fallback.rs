@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::support::{body_text, header, Site, MAINTENANCE_HTML, SECRET};
 
-async fn app(
+pub(crate) async fn app(
     site: &Site,
 ) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = Error> {
     let settings = StaticFallback {

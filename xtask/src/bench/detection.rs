@@ -125,7 +125,7 @@ fn per_run(series: &Series) -> String {
 }
 
 /// One fault: returns the seconds until `/` answered maintenance, and leaves api-main UP.
-fn one_run(bench: &Bench, stack: &mut Stack, fault: Fault) -> Result<f64> {
+pub(super) fn one_run(bench: &Bench, stack: &mut Stack, fault: Fault) -> Result<f64> {
     let maintenance = stack.www_file("maintenance.html");
     let started = Instant::now();
     match fault {

@@ -9,6 +9,7 @@
 //! | P5 | [`throughput`] | static tier through HAProxy with wrk, against nginx |
 //! | P6 | [`assets`] | maintenance assets as HAProxy sends them, against its buffer |
 //! | P7 | [`herd`] | 10,000 simulated tabs of the client's own state machine |
+//! | P8, P9 | [`overload`] | a crowd up to 16× api-main's best: maintenance answers, servers down, queue; a crash in it |
 //!
 //! [`report`] describes the machine and writes the table. Benchmarks report: a slow result is
 //! "goal not met", never an error. A figure fails only when it cannot measure (a process
@@ -19,6 +20,7 @@
 mod assets;
 mod detection;
 mod herd;
+mod overload;
 mod redeploy;
 mod report;
 mod tabs;
@@ -70,10 +72,14 @@ pub enum FigureId {
     P6,
     /// The recovery herd of 10,000 simulated tabs.
     P7,
+    /// A crowd on `/api/data` and `/`: maintenance answers and servers marked down.
+    P8,
+    /// api-main crashes (SIGKILL) in a crowd until `/` answers maintenance.
+    P9,
 }
 
 impl FigureId {
-    const ALL: [FigureId; 7] = [
+    const ALL: [FigureId; 9] = [
         FigureId::P1,
         FigureId::P2,
         FigureId::P3,
@@ -81,17 +87,21 @@ impl FigureId {
         FigureId::P5,
         FigureId::P6,
         FigureId::P7,
+        FigureId::P8,
+        FigureId::P9,
     ];
 
     /// The order figures are measured in: the quick ones first, P4 last (it needs the
     /// redeploy verb and the load generator).
-    const MEASURE_ORDER: [FigureId; 7] = [
+    const MEASURE_ORDER: [FigureId; 9] = [
         FigureId::P6,
         FigureId::P7,
         FigureId::P1,
         FigureId::P2,
         FigureId::P3,
         FigureId::P5,
+        FigureId::P8,
+        FigureId::P9,
         FigureId::P4,
     ];
 
@@ -105,6 +115,10 @@ impl FigureId {
             FigureId::P5 => "static tier through HAProxy, wrk -t2 -c50 -d10s /index.html",
             FigureId::P6 => "largest maintenance asset HAProxy sends from memory",
             FigureId::P7 => "herd of 10,000 tabs: largest share navigating in one second",
+            FigureId::P8 => {
+                "crowd on /api/data and / up to 16× api-main's best: maintenance answers, servers down"
+            }
+            FigureId::P9 => "api-main killed (SIGKILL) in a crowd until `/` answers maintenance",
         }
     }
 }
@@ -523,6 +537,8 @@ fn measure(bench: &Bench, id: FigureId) -> Outcome {
         FigureId::P5 => throughput::measure(bench),
         FigureId::P6 => assets::measure(bench),
         FigureId::P7 => herd::measure(bench),
+        FigureId::P8 => overload::measure(bench),
+        FigureId::P9 => overload::measure_crash(bench),
     }));
     match result {
         Ok(Ok(figure)) => Outcome::Measured(Box::new(figure)),

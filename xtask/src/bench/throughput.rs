@@ -26,17 +26,17 @@ const MAX_ERROR_SHARE: f64 = 0.01;
 
 /// What one wrk run reported.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct WrkReport {
-    requests_per_s: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    requests: f64,
-    non_2xx: f64,
-    socket_errors: f64,
+pub(super) struct WrkReport {
+    pub(super) requests_per_s: f64,
+    pub(super) p50_ms: f64,
+    pub(super) p99_ms: f64,
+    pub(super) requests: f64,
+    pub(super) non_2xx: f64,
+    pub(super) socket_errors: f64,
 }
 
 /// Parses wrk's `--latency` output.
-fn parse_wrk(text: &str) -> Result<WrkReport> {
+pub(super) fn parse_wrk(text: &str) -> Result<WrkReport> {
     let mut report = WrkReport {
         requests_per_s: f64::NAN,
         p50_ms: f64::NAN,
