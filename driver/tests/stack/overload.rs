@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::kill;
-use nix::unistd::Pid;
 use driver::http::Response;
 use driver::{expect, workspace_root, Role, Signal, Stack};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
 
 /// How long the crowd runs before the crash: long enough for several health checks
 /// (`inter 500ms`) to see a saturated origin.

@@ -6,9 +6,9 @@ use std::fs;
 use std::time::Duration;
 
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 use driver::http::{Request, Response};
 use driver::{expect, Role, Signal, Stack};
+use sha2::{Digest, Sha256};
 
 /// The pages HAProxy or static-main serve with inline `<script>`/`<style>`.
 const PAGES: [&str; 2] = ["index.html", "maintenance.html"];
