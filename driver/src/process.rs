@@ -5,7 +5,8 @@ use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 
@@ -21,6 +23,9 @@ use crate::wait::POLL_INTERVAL;
 
 /// How long a process may take to become ready before the harness gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The first inherited descriptor in systemd's socket-activation protocol (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: i32 = 3;
 
 /// Lines of captured output kept per process (older lines are dropped).
 const LOG_CAPACITY: usize = 10_000;
@@ -48,6 +53,7 @@ pub struct ProcessSpec {
     listen_flag: Option<OsString>,
     log_file: Option<PathBuf>,
     own_group: bool,
+    listener: Option<Arc<TcpListener>>,
 }
 
 impl ProcessSpec {
@@ -63,6 +69,7 @@ impl ProcessSpec {
             listen_flag: None,
             log_file: None,
             own_group: false,
+            listener: None,
         }
     }
 
@@ -131,6 +138,15 @@ impl ProcessSpec {
     /// workers).
     pub fn own_process_group(mut self) -> Self {
         self.own_group = true;
+        self
+    }
+
+    /// Hands `listener` to the process the way systemd's socket activation does: as file
+    /// descriptor 3 with `LISTEN_FDS=1` (the origin's inherited-socket path). The caller keeps
+    /// the socket open, so every process started from this spec (a restart) serves the same
+    /// socket and connections wait in its backlog meanwhile instead of being refused.
+    pub fn listener(mut self, listener: Arc<TcpListener>) -> Self {
+        self.listener = Some(listener);
         self
     }
 
@@ -283,6 +299,19 @@ impl ServerProcess {
         }
         if self.spec.own_group {
             command.process_group(0);
+        }
+        if let Some(listener) = &self.spec.listener {
+            let socket = listener
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|error| format!("could not hand the listening socket on: {error}"))?;
+            command
+                .fd_mappings(vec![FdMapping {
+                    parent_fd: socket,
+                    child_fd: LISTEN_FDS_START,
+                }])
+                .map_err(|error| format!("could not hand the listening socket on: {error}"))?;
+            command.env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
         }
         let file = |spec: &ProcessSpec| -> Result<Option<File>, String> {
             let Some(path) = &spec.log_file else {

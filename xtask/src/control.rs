@@ -18,9 +18,14 @@ use crate::files;
 /// progress line after each step, the longest of which is the same drain.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// `cargo xtask restart <name>`.
-pub fn restart(server: Server) -> Result<()> {
-    let done = request(&format!("restart {server}"))?;
+/// `cargo xtask restart [--cold] <name>`.
+pub fn restart(server: Server, cold: bool) -> Result<()> {
+    let request_line = if cold {
+        format!("restart-cold {server}")
+    } else {
+        format!("restart {server}")
+    };
+    let done = request(&request_line)?;
     println!("{done}");
     Ok(())
 }

@@ -53,10 +53,16 @@ enum Verb {
     BuildClient,
     /// Build everything and run the whole stack on localhost in the foreground.
     Up(up::UpArgs),
-    /// Ask the running `cargo xtask up` to restart one server (haproxy: reload).
+    /// Ask the running `cargo xtask up` to restart one server (haproxy: reload). An origin's
+    /// new process takes over the listening socket `up` holds, so no connection is refused.
     Restart {
         /// Which server: haproxy, static-main, static-fallback, api-main, api-fallback.
         name: Server,
+        /// Close the origin's socket too: stop the old process, then start the new one on a
+        /// fresh socket at the same address, as a service without socket activation restarts
+        /// (the benchmark's comparator; it refuses connections meanwhile).
+        #[arg(long)]
+        cold: bool,
     },
     /// Ask the running `cargo xtask up` to replace a tier's main server without failing a
     /// request: a new process next to the old one, HAProxy switched to it, the old one drained.
@@ -107,7 +113,7 @@ fn try_main() -> Result<()> {
         Verb::Install { bench } => install::everything(bench),
         Verb::BuildClient => client::build(),
         Verb::Up(args) => up::up(&args),
-        Verb::Restart { name } => control::restart(name),
+        Verb::Restart { name, cold } => control::restart(name, cold),
         Verb::Redeploy { tier, build_id } => redeploy::request(tier, build_id.as_deref()),
         Verb::Load(args) => loadgen::load(&args),
         Verb::Status => control::status(),

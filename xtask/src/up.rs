@@ -18,7 +18,10 @@ use std::{
     os::unix::net::{UnixListener, UnixStream},
     path::PathBuf,
     process::{Command, Stdio},
-    sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
+    sync::{
+        mpsc::{self, Receiver, RecvTimeoutError, Sender},
+        Arc,
+    },
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -243,6 +246,11 @@ struct Slot {
     listen: SocketAddr,
     /// The build id it runs with (a redeploy changes it).
     build_id: String,
+    /// An origin's listening socket, held here and handed to each process of the role (as
+    /// systemd's socket units do), so a restart never closes the port: connections wait in
+    /// its backlog while one process replaces the other. None for HAProxy, and for an origin
+    /// until its first start.
+    socket: Option<Arc<TcpListener>>,
     process: Option<ServerProcess>,
 }
 
@@ -269,6 +277,7 @@ impl Supervisor {
                     Server::Origin(role) => topology.origin_listen(role),
                 },
                 build_id: build_id.to_owned(),
+                socket: None,
                 process: None,
             })
             .collect();
@@ -296,8 +305,16 @@ impl Supervisor {
         self.start_haproxy()
     }
 
-    /// How `role` starts, listening on `listen` with `build_id`; output goes to its log.
-    fn origin_spec(&self, role: Role, listen: SocketAddr, build_id: &str) -> ProcessSpec {
+    /// How `role` starts, serving `socket` with `build_id`; output goes to its log.
+    fn origin_spec(
+        &self,
+        role: Role,
+        socket: &Arc<TcpListener>,
+        build_id: &str,
+    ) -> Result<ProcessSpec> {
+        let listen = socket
+            .local_addr()
+            .context("could not read the address of the listening socket")?;
         let spec = driver::origin_spec(
             &self.origin,
             role,
@@ -306,17 +323,34 @@ impl Supervisor {
             &self.www,
             &haproxy_socket(),
         )
+        .listener(Arc::clone(socket))
         .log_file(log_file(Server::Origin(role)))
         // Its own process group: Ctrl-C reaches `up` alone, which stops servers in order.
         .own_process_group();
-        self.topology.place(Some(role), spec)
+        Ok(self.topology.place(Some(role), spec))
     }
 
-    /// Starts an origin server and waits for the address it prints first on stdout.
+    /// A new listening socket for `role` on `listen` (port 0: a free one).
+    fn bind(role: Role, listen: SocketAddr) -> Result<Arc<TcpListener>> {
+        TcpListener::bind(listen)
+            .map(Arc::new)
+            .with_context(|| format!("could not open a listening socket for {role} on {listen}"))
+    }
+
+    /// Starts an origin server on the role's held socket (opened on first use) and waits for
+    /// the address it prints first on stdout.
     fn start_origin(&mut self, role: Role) -> Result<()> {
         let slot = self.slot(Server::Origin(role));
         let (listen, build_id) = (slot.listen, slot.build_id.clone());
-        let process = ServerProcess::try_spawn(self.origin_spec(role, listen, &build_id))
+        let socket = match &slot.socket {
+            Some(socket) => Arc::clone(socket),
+            None => {
+                let socket = Self::bind(role, listen)?;
+                self.slot(Server::Origin(role)).socket = Some(Arc::clone(&socket));
+                socket
+            }
+        };
+        let process = ServerProcess::try_spawn(self.origin_spec(role, &socket, &build_id)?)
             .map_err(|failed| anyhow!("{} did not start: {}", role, failed.1))?;
         let (pid, bound) = (process.pid(), process.addr());
         let slot = self.slot(Server::Origin(role));
@@ -350,16 +384,21 @@ impl Supervisor {
                 redeploy::unix_now(),
             ),
         };
-        let spec = self.origin_spec(role, self.topology.origin_listen(role), &build_id);
+        // The new process gets a socket of its own on a new port; once HAProxy sends the slot
+        // there, that socket is the one later restarts hand on.
+        let socket = Self::bind(role, self.topology.origin_listen(role))?;
+        let spec = self.origin_spec(role, &socket, &build_id)?;
         let slot = self.slot(Server::Origin(role));
-        let slot = redeploy::Slot {
+        let moved = redeploy::Slot {
             role,
             process: &mut slot.process,
             listen: &mut slot.listen,
             build_id: &mut slot.build_id,
         };
         let api = RuntimeApi::new(haproxy_socket());
-        redeploy::hand_over(slot, spec, &build_id, &api, progress)
+        let done = redeploy::hand_over(moved, spec, &build_id, &api, progress)?;
+        slot.socket = Some(socket);
+        Ok(done)
     }
 
     /// HAProxy's environment: where each server listens now.
@@ -504,7 +543,7 @@ impl Supervisor {
     fn answer(&mut self, line: &str, reply: &Sender<String>) -> (String, bool) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["restart", name] => {
+            [verb @ ("restart" | "restart-cold"), name] => {
                 let server = match name.parse::<Server>() {
                     Ok(server) => server,
                     Err(error) => return (format!("error {error}"), false),
@@ -512,7 +551,7 @@ impl Supervisor {
                 // Exits that happened before the request are reported as such, not as
                 // part of the restart.
                 self.report_exits();
-                match self.restart(server) {
+                match self.restart(server, *verb == "restart-cold") {
                     Ok(done) => {
                         say!("up: {done}");
                         (format!("ok {done}"), false)
@@ -552,25 +591,53 @@ impl Supervisor {
         }
     }
 
-    fn restart(&mut self, server: Server) -> Result<String> {
-        say!("up: restarting {server}...");
+    /// Restarts an origin on its held socket: the new process starts serving the socket next
+    /// to the old one, then the old one stops (SIGTERM lets its requests finish), so no
+    /// connection is refused and HAProxy never sees the server go away. `cold`: the old way,
+    /// for comparison: stop the process, close the socket, then start on a new one.
+    fn restart(&mut self, server: Server, cold: bool) -> Result<String> {
+        say!(
+            "up: restarting {server}{}...",
+            if cold { " cold" } else { "" }
+        );
         note_in_log(server, "cargo xtask restart");
         let Server::Origin(role) = server else {
             return self.reload_haproxy();
         };
-        if let Some(mut old) = self.slot(server).process.take() {
+        if cold {
+            let slot = self.slot(server);
+            slot.socket = None;
+            if let Some(mut old) = slot.process.take() {
+                old.terminate(STOP_TIMEOUT);
+            }
+            self.start_origin(role)?;
+            let slot = self.slot(server);
+            let pid = slot.process.as_ref().map_or(0, ServerProcess::pid);
+            return Ok(format!(
+                "{role} restarted cold on {}, pid {pid}",
+                slot.listen
+            ));
+        }
+        let old = self.slot(server).process.take();
+        if let Err(err) = self.start_origin(role) {
+            // The old process (if any) keeps serving.
+            self.slot(server).process = old;
+            return Err(err.context(format!("the old {role} keeps serving")));
+        }
+        if let Some(mut old) = old {
             let pid = old.pid();
             let status = old.terminate(STOP_TIMEOUT);
             say!(
-                "up: {role} (pid {pid}) stopped ({})",
+                "up: the old {role} (pid {pid}) stopped ({})",
                 status.map_or("status unknown".to_owned(), cmd::describe)
             );
         }
-        let _ = fs::remove_file(pid_file(server));
-        self.start_origin(role)?;
         let slot = self.slot(server);
         let pid = slot.process.as_ref().map_or(0, ServerProcess::pid);
-        Ok(format!("{role} restarted on {}, pid {pid}", slot.listen))
+        Ok(format!(
+            "{role} restarted on {} (socket held), pid {pid}",
+            slot.listen
+        ))
     }
 
     /// SIGUSR2 to HAProxy's master re-reads haproxy.cfg and replaces the workers without

@@ -1,4 +1,4 @@
-//! `cargo xtask redeploy` under load drops no request.
+//! `cargo xtask redeploy` and `cargo xtask restart` under load drop no request.
 //!
 //! Runs the real `xtask up` on a stack of its own (a temporary `--stack-dir`, a free port, a
 //! stub www/), sends steady load through HAProxy with `xtask load --strict`, redeploys both
@@ -75,6 +75,66 @@ fn redeploys_under_load_fail_no_request() {
             status == 200 && body.contains(&format!("\"build\":\"{api_build}\""))
         })
     });
+    assert_success(&stack.xtask(&["stop"]), &stack);
+}
+
+/// `cargo xtask restart <origin>` hands the held socket to the new process: under load, no
+/// request fails, none is answered with the maintenance page, and HAProxy sees no refused
+/// connection, no failed check and no down-marking of either main server.
+#[test]
+fn restarts_under_load_refuse_nothing() {
+    build_origin();
+    let scratch = tempfile::tempdir().expect("a temporary directory");
+    let stack = StackUnderTest::start(scratch.path());
+
+    let mut load = LoadUnderTest::start(&stack, 500, &["/", "/api/data"]);
+    for _ in 0..ROUNDS {
+        for role in ["api-main", "static-main"] {
+            let before = stack.pid_of(role);
+            assert_success(&stack.xtask(&["restart", role]), &stack);
+            let after = stack.pid_of(role);
+            assert_ne!(
+                before, after,
+                "`restart {role}` left the same process serving"
+            );
+        }
+    }
+    let (report, printed) = load.stop();
+    println!("{printed}");
+    assert!(
+        load.succeeded() && report["clean"] == true,
+        "the load saw failed requests, 5xx or maintenance answers across {ROUNDS} restarts \
+         of each main origin:\n{printed}\n--- up ---\n{}",
+        stack.log()
+    );
+    let api = driver::RuntimeApi::new(stack.dir.join("haproxy.sock"));
+    let stats = api
+        .server_stats()
+        .unwrap_or_else(|err| panic!("HAProxy's runtime API: {err}\n{}", stack.log()));
+    for role in [driver::Role::ApiMain, driver::Role::StaticMain] {
+        let row = stats
+            .iter()
+            .find(|row| row.server == role.name())
+            .unwrap_or_else(|| panic!("no `show stat` row for {role}"));
+        // Retries (`wretr`) are not counted against the restart: the old process closes its
+        // idle keep-alive connections at SIGTERM, and HAProxy retries a GET that it had just
+        // put on one of them (`retry-on empty-response`); the client never sees it.
+        println!(
+            "{role}: {} retried on a closed keep-alive connection",
+            row.count("wretr")
+        );
+        for (field, meaning) in [
+            ("econ", "refused or failed connections"),
+            ("chkfail", "failed health checks"),
+            ("chkdown", "times marked down"),
+        ] {
+            assert_eq!(
+                row.count(field),
+                0,
+                "HAProxy counted {meaning} ({field}) on {role} across {ROUNDS} restarts: {row:?}"
+            );
+        }
+    }
     assert_success(&stack.xtask(&["stop"]), &stack);
 }
 
@@ -207,6 +267,15 @@ impl StackUnderTest {
             .and_then(|rest| rest.split('"').next())
             .unwrap_or_else(|| panic!("no build in {body}"))
             .to_owned()
+    }
+
+    /// The pid `up` wrote for `server`.
+    fn pid_of(&self, server: &str) -> u32 {
+        let path = self.dir.join(format!("{server}.pid"));
+        fs::read_to_string(&path)
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {}:\n{}", path.display(), self.log()))
     }
 
     fn wait_for(&self, what: &str, mut done: impl FnMut() -> bool) {

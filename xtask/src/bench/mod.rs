@@ -9,6 +9,7 @@
 //! | P5 | [`throughput`] | static tier through HAProxy with wrk, against nginx |
 //! | P6 | [`assets`] | maintenance assets as HAProxy sends them, against its buffer |
 //! | P7 | [`herd`] | 10,000 simulated tabs of the client's own state machine |
+//! | P11 | [`redeploy`] | maintenance answers over ten restarts, socket held by `up` vs closed |
 //! | P8, P9 | [`overload`] | a crowd up to 16× api-main's best: maintenance answers, servers down, queue; a crash in it |
 //!
 //! [`report`] describes the machine and writes the table. Benchmarks report: a slow result is
@@ -76,10 +77,12 @@ pub enum FigureId {
     P8,
     /// api-main crashes (SIGKILL) in a crowd until `/` answers maintenance.
     P9,
+    /// Ten restarts of api-main under fixed-rate load, socket held or not.
+    P11,
 }
 
 impl FigureId {
-    const ALL: [FigureId; 9] = [
+    const ALL: [FigureId; 10] = [
         FigureId::P1,
         FigureId::P2,
         FigureId::P3,
@@ -89,11 +92,12 @@ impl FigureId {
         FigureId::P7,
         FigureId::P8,
         FigureId::P9,
+        FigureId::P11,
     ];
 
     /// The order figures are measured in: the quick ones first, P4 last (it needs the
     /// redeploy verb and the load generator).
-    const MEASURE_ORDER: [FigureId; 9] = [
+    const MEASURE_ORDER: [FigureId; 10] = [
         FigureId::P6,
         FigureId::P7,
         FigureId::P1,
@@ -103,6 +107,7 @@ impl FigureId {
         FigureId::P8,
         FigureId::P9,
         FigureId::P4,
+        FigureId::P11,
     ];
 
     /// One line saying what the figure measures.
@@ -119,6 +124,9 @@ impl FigureId {
                 "crowd on /api/data and / up to 16× api-main's best: maintenance answers, servers down"
             }
             FigureId::P9 => "api-main killed (SIGKILL) in a crowd until `/` answers maintenance",
+            FigureId::P11 => {
+                "10 restarts of api-main under fixed-rate load: maintenance answers and failed requests"
+            }
         }
     }
 }
@@ -534,6 +542,7 @@ fn measure(bench: &Bench, id: FigureId) -> Outcome {
         FigureId::P2 => detection::measure(bench, detection::Fault::Hang),
         FigureId::P3 => tabs::measure(bench),
         FigureId::P4 => redeploy::measure(bench),
+        FigureId::P11 => redeploy::measure_restarts(bench),
         FigureId::P5 => throughput::measure(bench),
         FigureId::P6 => assets::measure(bench),
         FigureId::P7 => herd::measure(bench),

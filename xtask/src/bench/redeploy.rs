@@ -1,5 +1,7 @@
 //! P4: ten planned redeploys of api-main in a row under steady fixed-rate load, with
-//! `cargo xtask redeploy api` and with a plain restart (`cargo xtask restart api-main`).
+//! `cargo xtask redeploy api` and with a cold restart (`cargo xtask restart --cold api-main`).
+//! P11: ten restarts the same way, with the socket `up` holds (`cargo xtask restart api-main`)
+//! and without it (`--cold`).
 //!
 //! Both run against a `cargo xtask up` of this very binary (a copy, see [`Bench::xtask`]), with
 //! its own `--stack-dir` and a free port, so a developer's stack on target/stack is never
@@ -45,22 +47,28 @@ const STOP_LIMIT: Duration = Duration::from_secs(30);
 enum Method {
     /// `cargo xtask redeploy api`.
     Redeploy,
-    /// `cargo xtask restart api-main`: SIGTERM, wait for the exit, start again on the port.
+    /// `cargo xtask restart api-main`: a new process on the socket `up` holds, then the old
+    /// one stops.
     Restart,
+    /// `cargo xtask restart --cold api-main`: SIGTERM, wait for the exit, close the socket,
+    /// start again on a new socket at the same port (a service without socket activation).
+    RestartCold,
 }
 
 impl Method {
     fn label(self) -> &'static str {
         match self {
             Method::Redeploy => "redeploy api",
-            Method::Restart => "plain restart",
+            Method::Restart => "restart, socket held",
+            Method::RestartCold => "cold restart",
         }
     }
 
-    fn args(self) -> [&'static str; 2] {
+    fn args(self) -> &'static [&'static str] {
         match self {
-            Method::Redeploy => ["redeploy", "api"],
-            Method::Restart => ["restart", "api-main"],
+            Method::Redeploy => &["redeploy", "api"],
+            Method::Restart => &["restart", "api-main"],
+            Method::RestartCold => &["restart", "--cold", "api-main"],
         }
     }
 }
@@ -184,7 +192,7 @@ fn one_run(bench: &Bench, up: &mut Up, method: Method) -> Result<(LoadReport, Ve
             bail!("the load's {LOAD_BOUND:?} bound ended before the {OPERATIONS} operations");
         }
         let started = Instant::now();
-        up.xtask(bench, &method.args())?;
+        up.xtask(bench, method.args())?;
         up.wait_healthy(bench, "api-main to be back after the operation")?;
         durations.push(started.elapsed().as_secs_f64());
         bench.pause(BETWEEN)?;
@@ -194,8 +202,42 @@ fn one_run(bench: &Bench, up: &mut Up, method: Method) -> Result<(LoadReport, Ve
 
 /// Measures P4.
 pub fn measure(bench: &Bench) -> Result<Figure> {
+    compare(
+        bench,
+        FigureId::P4,
+        [Method::Redeploy, Method::RestartCold],
+        "0 failed requests (every run)",
+        "Ours: `cargo xtask redeploy api` (a new api-main on a new port, HAProxy's slot moved \
+         to it with the runtime API, the old one drained and stopped). Comparator: `cargo \
+         xtask restart --cold api-main`, a restart without a held socket (SIGTERM, wait for \
+         the exit, start again on a new socket at the same port), under the same load.",
+    )
+}
+
+/// Measures P11.
+pub fn measure_restarts(bench: &Bench) -> Result<Figure> {
+    compare(
+        bench,
+        FigureId::P11,
+        [Method::Restart, Method::RestartCold],
+        "0 failed requests and 0 maintenance answers (every run)",
+        "Ours: `cargo xtask restart api-main`: `up` holds api-main's listening socket and \
+         hands it to the new process (file descriptor 3, `LISTEN_FDS=1`, as systemd's \
+         socket units do); the new process serves next to the old one, then the old one gets \
+         SIGTERM. Comparator: `cargo xtask restart --cold api-main` (the old one stops, the \
+         socket closes, a new one is bound at the same port), under the same load.",
+    )
+}
+
+/// Runs `methods` (ours, then the comparator) alternately on one stack, `bench.runs` times.
+fn compare(
+    bench: &Bench,
+    id: FigureId,
+    methods: [Method; 2],
+    goal: &str,
+    variants: &str,
+) -> Result<Figure> {
     let mut up = Up::start(bench)?;
-    let methods = [Method::Redeploy, Method::Restart];
     let mut failures = [Vec::new(), Vec::new()];
     let mut maintenance = [Vec::new(), Vec::new()];
     let mut findings = Vec::new();
@@ -204,7 +246,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
             let (report, durations) = one_run(bench, &mut up, method)?;
             let failed = report.failed + report.http_5xx + report.unsent;
             bench.progress(
-                FigureId::P4,
+                id,
                 run,
                 method.label(),
                 &format!(
@@ -258,16 +300,18 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
             thousands(summary.2)
         )
     };
+    let ours_clean = maintenance[0].iter().all(|&answers| answers == 0.0);
     let [ours_failures, base_failures] = failures;
-    let mut ours = Series::new("redeploy", ours_failures, Unit::Count);
+    let mut ours = Series::new(methods[0].label(), ours_failures, Unit::Count);
     ours.detail = Some(detail(0));
-    let mut comparator = Series::new("plain restart", base_failures, Unit::Count);
+    let mut comparator = Series::new(methods[1].label(), base_failures, Unit::Count);
     comparator.detail = Some(detail(1));
-    let met = ours.summary().is_some_and(|s| s.max == 0.0);
+    let no_failures = ours.summary().is_some_and(|s| s.max == 0.0);
+    let met = no_failures && (id == FigureId::P4 || ours_clean);
     Ok(Figure {
-        id: FigureId::P4,
+        id,
         goal: Goal {
-            text: "0 failed requests (every run)".to_owned(),
+            text: goal.to_owned(),
             met,
         },
         findings,
@@ -282,11 +326,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
              request is one with no complete answer (refused, reset, timed out), a 5xx that is \
              not a maintenance answer, or one never sent; a maintenance answer is a 503 saying \
              \"maintenance\" (HAProxy's page or the API fallback's JSON). Variants alternate \
-             within each run on the same stack.\n\n\
-             Ours: `cargo xtask redeploy api` (a new api-main on a new port, HAProxy's slot \
-             moved to it with the runtime API, the old one drained and stopped). Comparator: \
-             `cargo xtask restart api-main`, the plain restart (SIGTERM, wait for the exit, \
-             start again on the same port), under the same load.",
+             within each run on the same stack.\n\n{variants}",
             PATHS
                 .iter()
                 .map(|p| format!("`{p}`"))
