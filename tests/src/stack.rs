@@ -37,9 +37,10 @@ pub fn default_www_dir() -> PathBuf {
 const LOG_TAIL_LINES: usize = 40;
 
 /// Files the maintenance page needs, which HAProxy reads at start (a missing one is fatal).
-const REQUIRED_WWW_FILES: [&str; 6] = [
+const REQUIRED_WWW_FILES: [&str; 7] = [
     "index.html",
     "maintenance.html",
+    "sw.js",
     "pkg/client.js",
     "pkg/client.js.gz",
     "pkg/client_bg.wasm",
@@ -47,8 +48,9 @@ const REQUIRED_WWW_FILES: [&str; 6] = [
 ];
 
 /// Files `haproxy.cfg` answers from memory, each limited to one buffer (`tune.bufsize`).
-pub const HAPROXY_SERVED_FILES: [&str; 3] = [
+pub const HAPROXY_SERVED_FILES: [&str; 4] = [
     "maintenance.html",
+    "sw.js",
     "pkg/client.js.gz",
     "pkg/client_bg.wasm.gz",
 ];

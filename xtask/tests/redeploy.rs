@@ -291,6 +291,7 @@ fn write_stub_www(www: &Path) {
             "<!doctype html><title>Maintenance</title><p>maintenance",
         ),
         ("maintenance.css", "body { color: black }"),
+        ("sw.js", "// stub"),
         ("pkg/client.js", "export default function init() {}"),
         ("pkg/client.js.gz", "stub"),
         ("pkg/client_bg.wasm", "stub"),
