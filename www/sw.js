@@ -61,8 +61,8 @@ async function offlinePage() {
   const answer = await cached(PAGE);
   if (!answer.ok) return answer;
   const html = await answer.text();
-  // The real <body> is the last one: a comment above it mentions the tag too.
-  const at = html.lastIndexOf("<body");
+  // The first tag after the head: comments in the page mention the tag too.
+  const at = html.indexOf("<body", html.indexOf("</head>"));
   const marked = at < 0 ? html : `${html.slice(0, at + 5)} data-served-by="service-worker"${html.slice(at + 5)}`;
   return new Response(marked, {
     status: 503,

@@ -14,6 +14,7 @@
 
 mod dashboard;
 mod flapping;
+mod last_resort;
 mod outages;
 mod return_targets;
 mod support;
@@ -23,7 +24,7 @@ use std::time::Instant;
 use libtest_mimic::{Arguments, Trial};
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [(&str, fn()); 14] = [
+const SCENARIOS: [(&str, fn()); 19] = [
     ("f1_api_main_crash", outages::f1_api_main_crash),
     ("f2_static_main_crash", outages::f2_static_main_crash),
     ("f3_both_mains_crash", outages::f3_both_mains_crash),
@@ -52,6 +53,26 @@ const SCENARIOS: [(&str, fn()); 14] = [
     (
         "dashboard_reloads_once_on_new_static_build",
         dashboard::dashboard_reloads_once_on_new_static_build,
+    ),
+    (
+        "lr1_haproxy_dies_under_the_dashboard",
+        last_resort::haproxy_dies_under_the_dashboard,
+    ),
+    (
+        "lr2_worker_answers_a_deep_link_while_haproxy_is_dead",
+        last_resort::worker_answers_a_deep_link_while_haproxy_is_dead,
+    ),
+    (
+        "lr3_worker_passes_haproxys_503_through",
+        last_resort::worker_passes_haproxys_503_through,
+    ),
+    (
+        "lr4_kill_switch_removes_the_worker",
+        last_resort::kill_switch_removes_the_worker,
+    ),
+    (
+        "lr5_flapping_is_bounded_by_the_loop_guard",
+        last_resort::flapping_is_bounded_by_the_loop_guard,
     ),
 ];
 
