@@ -6,4 +6,5 @@
 
 mod bad_input;
 mod failover;
+mod last_resort;
 mod routing;

@@ -9,6 +9,7 @@
 //! | P5 | [`throughput`] | static tier through HAProxy with wrk, against nginx |
 //! | P6 | [`assets`] | maintenance assets as HAProxy sends them, against its buffer |
 //! | P7 | [`herd`] | 10,000 simulated tabs of the client's own state machine |
+//! | P9 | [`worker_cost`] | what the last-resort service worker adds to a navigation |
 //!
 //! [`report`] describes the machine and writes the table. Benchmarks report: a slow result is
 //! "goal not met", never an error. A figure fails only when it cannot measure (a process
@@ -23,6 +24,7 @@ mod redeploy;
 mod report;
 mod tabs;
 mod throughput;
+mod worker_cost;
 
 use std::{
     env, fmt, fs,
@@ -70,10 +72,12 @@ pub enum FigureId {
     P6,
     /// The recovery herd of 10,000 simulated tabs.
     P7,
+    /// What the last-resort service worker adds to a navigation.
+    P9,
 }
 
 impl FigureId {
-    const ALL: [FigureId; 7] = [
+    const ALL: [FigureId; 8] = [
         FigureId::P1,
         FigureId::P2,
         FigureId::P3,
@@ -81,13 +85,15 @@ impl FigureId {
         FigureId::P5,
         FigureId::P6,
         FigureId::P7,
+        FigureId::P9,
     ];
 
     /// The order figures are measured in: the quick ones first, P4 last (it needs the
     /// redeploy verb and the load generator).
-    const MEASURE_ORDER: [FigureId; 7] = [
+    const MEASURE_ORDER: [FigureId; 8] = [
         FigureId::P6,
         FigureId::P7,
+        FigureId::P9,
         FigureId::P1,
         FigureId::P2,
         FigureId::P3,
@@ -105,6 +111,9 @@ impl FigureId {
             FigureId::P5 => "static tier through HAProxy, wrk -t2 -c50 -d10s /index.html",
             FigureId::P6 => "largest maintenance asset HAProxy sends from memory",
             FigureId::P7 => "herd of 10,000 tabs: largest share navigating in one second",
+            FigureId::P9 => {
+                "a dashboard navigation with and without the last-resort service worker"
+            }
         }
     }
 }
@@ -120,6 +129,8 @@ impl fmt::Display for FigureId {
 pub enum Unit {
     /// Seconds, two decimals.
     Seconds,
+    /// Milliseconds, one decimal.
+    Milliseconds,
     /// A plain count (requests, answers).
     Count,
     /// Requests per second.
@@ -136,6 +147,7 @@ impl Unit {
         let bare = self.bare(value);
         match self {
             Unit::Seconds => format!("{bare} s"),
+            Unit::Milliseconds => format!("{bare} ms"),
             Unit::Count => bare,
             Unit::RequestsPerSecond => format!("{bare} req/s"),
             Unit::Bytes => format!("{bare} B"),
@@ -147,6 +159,7 @@ impl Unit {
     pub fn bare(self, value: f64) -> String {
         match self {
             Unit::Seconds => format!("{value:.2}"),
+            Unit::Milliseconds => format!("{value:.1}"),
             Unit::Percent => format!("{value:.1}"),
             Unit::Count | Unit::RequestsPerSecond | Unit::Bytes => thousands(value.round()),
         }
@@ -523,6 +536,7 @@ fn measure(bench: &Bench, id: FigureId) -> Outcome {
         FigureId::P5 => throughput::measure(bench),
         FigureId::P6 => assets::measure(bench),
         FigureId::P7 => herd::measure(bench),
+        FigureId::P9 => worker_cost::measure(bench),
     }));
     match result {
         Ok(Ok(figure)) => Outcome::Measured(Box::new(figure)),
