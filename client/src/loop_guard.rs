@@ -260,4 +260,23 @@ mod tests {
         // Without a hold the plain confirmation decides, as before.
         assert!(navigates_at(0, |_| true) < T0 + 5_000);
     }
+
+    #[test]
+    fn the_page_keeps_the_record_under_the_same_names() {
+        // The maintenance page's inline script moves the record between sessionStorage and
+        // <body data-trips>; it must spell both names as this module does.
+        let page = include_str!("../../www/maintenance.html");
+        let key = alloc::format!("sessionStorage.{STORAGE_KEY}");
+        assert_eq!(
+            page.matches(key.as_str()).count(),
+            2,
+            "{key} read and written"
+        );
+        let attribute = alloc::format!("\"{TRIPS_ATTRIBUTE}\"");
+        assert_eq!(
+            page.matches(attribute.as_str()).count(),
+            2,
+            "{attribute} set and read"
+        );
+    }
 }
