@@ -7,7 +7,9 @@
 //! *bounce*. After [`GuardConfig::trips`] bounces in a row the site counts as unstable: the
 //! maintenance page then returns only once the site has stayed healthy for
 //! [`GuardConfig::hold_ms`] (`RecoveryMachine::hold_healthy_for`) and says why. A return
-//! after which the dashboard stayed up for `short_ms` or longer clears the count.
+//! after which the dashboard stayed up for `short_ms` or longer clears the count, and so
+//! does a maintenance page opened by hand (no referrer from the site: the page's script then
+//! hands over no record).
 //!
 //! Bound: while the site flaps faster than `hold_ms`, a tab returns to the dashboard at most
 //! `trips` times, however long the flapping lasts; LiveView's guard instead reloads ten
