@@ -453,6 +453,8 @@ pub struct RecoveryMachine {
     in_flight: bool,
     hidden: bool,
     started: bool,
+    /// The loop guard's hold: healthy this long before recovering (0: the confirmation alone).
+    hold_ms: u64,
 }
 
 impl RecoveryMachine {
@@ -469,7 +471,15 @@ impl RecoveryMachine {
             in_flight: false,
             hidden: false,
             started: false,
+            hold_ms: 0,
         }
+    }
+
+    /// Returns only once the site has stayed healthy for `ms` since the first healthy pair,
+    /// probing at the regular pace meanwhile: the answer of [`crate::loop_guard`] to an
+    /// unstable site. Any unhealthy pair starts the hold again.
+    pub fn hold_healthy_for(&mut self, ms: u32) {
+        self.hold_ms = u64::from(ms);
     }
 
     /// The configuration in force.
@@ -557,7 +567,12 @@ impl RecoveryMachine {
         api_tier: &HealthReport,
         random: f64,
     ) {
+        let held = now_ms.saturating_sub(self.since_ms);
         match assess(static_tier, api_tier) {
+            None if self.state == State::Confirming && held < self.hold_ms => {
+                // Probe on at the regular pace until the hold is over.
+                self.next_probe_ms = Some(now_ms + u64::from(self.config.interval_ms));
+            }
             None if self.state == State::Confirming => {
                 self.enter(State::Recovering, now_ms);
                 self.next_probe_ms = None;

@@ -21,6 +21,7 @@ use web_sys::{
     AbortSignal, Document, EventTarget, RequestCache, RequestInit, RequestRedirect, Response,
 };
 
+use crate::loop_guard::{GuardConfig, Trips, TRIPS_ATTRIBUTE};
 use crate::recovery::{
     clock_text, Action, Config, Event, HealthReport, Outcome, RecoveryMachine, Status,
 };
@@ -35,6 +36,8 @@ struct App {
     document: Document,
     machine: RefCell<RecoveryMachine>,
     timer: RefCell<Option<Timer>>,
+    /// The loop guard's record of this tab, updated when the client takes the tab back.
+    trips: core::cell::Cell<Trips>,
 }
 
 /// Starts the client on the maintenance page. A page without `#status` is not the
@@ -54,9 +57,20 @@ pub fn run() -> Result<(), JsValue> {
         attr("data-confirm-ms").as_deref(),
         attr("data-spread-ms").as_deref(),
     );
+    let mut machine = RecoveryMachine::new(config, page_target()?);
+    let guard = GuardConfig::default();
+
+    let mut trips = Trips::decode(attr(TRIPS_ATTRIBUTE).as_deref());
+    if trips.maintenance_loaded(now(), &guard) {
+        machine.hold_healthy_for(guard.hold_ms);
+        // The page's style shows #unstable then.
+        let _ = body.set_attribute("data-unstable", "true");
+    }
+    save_trips(&document, &trips);
     let app = Rc::new(App {
-        machine: RefCell::new(RecoveryMachine::new(config, page_target()?)),
+        machine: RefCell::new(machine),
         timer: RefCell::new(None),
+        trips: core::cell::Cell::new(trips),
         document: document.clone(),
     });
 
@@ -156,6 +170,9 @@ fn dispatch(app: &Rc<App>, event: Event) {
             }
             Action::Navigate(url) => {
                 app.timer.borrow_mut().take();
+                let mut trips = app.trips.get();
+                trips.returning(now());
+                save_trips(&app.document, &trips);
                 if let Some(window) = web_sys::window() {
                     // `replace`: the maintenance page stays out of the history.
                     let _ = window.location().replace(&url);
@@ -163,6 +180,15 @@ fn dispatch(app: &Rc<App>, event: Event) {
             }
             Action::Show(status) => render(&app.document, &status, now()),
         }
+    }
+}
+
+/// Hands the tab's loop-guard record to the page, whose inline script keeps it in
+/// `sessionStorage` (on `pagehide`). Storage access stays in JavaScript: web-sys's `Storage`
+/// glue alone cost more Wasm than HAProxy's buffer had left.
+fn save_trips(document: &Document, trips: &Trips) {
+    if let Some(body) = document.body() {
+        let _ = body.set_attribute(TRIPS_ATTRIBUTE, &trips.encode());
     }
 }
 

@@ -41,8 +41,9 @@ pub const RETRY_AFTER_S: u32 = 5;
 
 /// Files `haproxy.cfg` answers from memory (`http-request return ... file`), relative to
 /// `WWW_DIR`. HAProxy reads them at start and reload; a missing one is fatal.
-pub const HAPROXY_SERVED_FILES: [&str; 3] = [
+pub const HAPROXY_SERVED_FILES: [&str; 4] = [
     "maintenance.html",
+    "sw.js",
     "pkg/client.js.gz",
     "pkg/client_bg.wasm.gz",
 ];

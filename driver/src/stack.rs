@@ -39,9 +39,10 @@ pub fn default_www_dir() -> PathBuf {
 const LOG_TAIL_LINES: usize = 40;
 
 /// Files the maintenance page needs, which HAProxy reads at start (a missing one is fatal).
-const REQUIRED_WWW_FILES: [&str; 6] = [
+const REQUIRED_WWW_FILES: [&str; 7] = [
     "index.html",
     "maintenance.html",
+    "sw.js",
     "pkg/client.js",
     "pkg/client.js.gz",
     "pkg/client_bg.wasm",

@@ -1,6 +1,8 @@
 // Monitoring dashboard: polls /api/data and /healthz, renders the stack's state,
-// hands over to the maintenance page when the API is gone, and reloads once when
-// a new static build is deployed. Plain ES module, no dependencies.
+// hands over to the maintenance page when the API is gone (only once that page loads:
+// when the site does not answer at all it stays and says so), reloads once when a new
+// static build is deployed, and registers the last-resort service worker (/sw.js).
+// Plain ES module, no dependencies.
 
 const body = document.body;
 const REFRESH_MS = Math.max(250, parseInt(body.dataset.refreshMs, 10) || 2000);
@@ -11,6 +13,9 @@ const HISTORY_MS = 5 * 60 * 1000;
 // Builds this tab already reloaded for; a list, so A -> B -> A -> B cannot loop either.
 const RELOADED_KEY = "dashboardReloadedBuilds";
 const SVG_NS = "http://www.w3.org/2000/svg";
+// While the site does not answer at all: the maintenance page's rule, 5 s ± 20 % per tab.
+const LOST_INTERVAL_MS = 5000;
+const LOST_JITTER = 0.2;
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,6 +26,7 @@ const state = {
   counters: null, // { t, byBackend: Map(name -> { req, e5 }) } from the previous answer
   history: [], // { t, load, rates: { [backend]: { req, e5 } } }
   lastOkAt: null,
+  lostSince: null, // when the site stopped answering at all (no HTTP answer), else null
 };
 
 // ---------------------------------------------------------------- formatting
@@ -120,10 +126,51 @@ function maintenanceUrl() {
   return `/maintenance.html?return=${encodeURIComponent(back)}`;
 }
 
-function goToMaintenance() {
+/**
+ * Leaves for the maintenance page, but only for one that will load: a navigation that gets
+ * no answer ends on the browser's own error page, which nothing brings back. So first fetch
+ * the page (no-store); with no answer at all the dashboard stays and says the site is lost.
+ */
+async function goToMaintenance() {
   if (state.leaving) return;
+  let answered = false;
+  try {
+    answered = (await request("/maintenance.html")).ok;
+  } catch {
+    // no HTTP answer: HAProxy down or restarting, or the network between us is gone
+  }
+  if (state.leaving) return;
+  if (!answered) return connectionLost();
   state.leaving = true;
   location.replace(maintenanceUrl());
+}
+
+function connectionLost() {
+  if (state.lostSince === null) state.lostSince = Date.now();
+  body.dataset.connection = "lost";
+  const text = `Connection to the site lost since ${fmtClock(state.lostSince)}; retrying every 5 s`;
+  markStale(`connection to the site lost since ${fmtClock(state.lostSince)}`);
+  setText($("summary"), text);
+  $("summary").dataset.level = "down";
+}
+
+/** The wait before the next refresh: the dashboard's pace, or 5 s ± 20 % while lost. */
+function nextDelay() {
+  if (state.lostSince === null) return REFRESH_MS;
+  return LOST_INTERVAL_MS * (1 + LOST_JITTER * (2 * Math.random() - 1));
+}
+
+/**
+ * Registers the last-resort worker, versioned by the static build so that a new build
+ * copies the maintenance page afresh, and checks for a new script at every load (that is
+ * how the kill switch, www/sw-kill.js, reaches this browser).
+ */
+function registerLastResort(build) {
+  if (!("serviceWorker" in navigator)) return;
+  navigator.serviceWorker
+    .register(`/sw.js?v=${encodeURIComponent(build)}`, { scope: "/" })
+    .then((registration) => registration.update())
+    .catch(() => {}); // no worker (private mode, old browser): HAProxy's page still works
 }
 
 async function pollData() {
@@ -143,6 +190,8 @@ async function pollData() {
     return markStale(`unexpected answer (HTTP ${r.status})`);
   }
   state.failures = 0;
+  state.lostSince = null;
+  delete body.dataset.connection;
   render(r.json);
 }
 
@@ -159,6 +208,7 @@ async function pollHealth() {
     state.firstBuild = build;
     body.dataset.build = build;
     setText($("build"), build);
+    registerLastResort(build);
     return;
   }
   if (build !== state.firstBuild) reloadForBuild(build);
@@ -564,7 +614,7 @@ async function tick() {
   await Promise.all([pollData(), pollHealth()]);
   if (state.leaving) return;
   // Fixed cadence without overlapping requests: wait only what is left of the period.
-  setTimeout(tick, Math.max(0, REFRESH_MS - (performance.now() - started)));
+  setTimeout(tick, Math.max(0, nextDelay() - (performance.now() - started)));
 }
 
 drawCharts();

@@ -326,6 +326,7 @@ fn write_stub_www(www: &Path) {
             "maintenance.html",
             "<!doctype html><title>Maintenance</title><p>maintenance",
         ),
+        ("sw.js", "// stub"),
         ("pkg/client.js", "export default function init() {}"),
         ("pkg/client.js.gz", "stub"),
         ("pkg/client_bg.wasm", "stub"),

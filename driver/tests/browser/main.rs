@@ -15,6 +15,7 @@
 mod csp;
 mod dashboard;
 mod flapping;
+mod last_resort;
 mod outages;
 mod return_targets;
 mod support;
@@ -24,7 +25,7 @@ use std::time::Instant;
 use libtest_mimic::{Arguments, Trial};
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [(&str, fn()); 15] = [
+const SCENARIOS: [(&str, fn()); 20] = [
     ("f1_api_main_crash", outages::f1_api_main_crash),
     ("f2_static_main_crash", outages::f2_static_main_crash),
     ("f3_both_mains_crash", outages::f3_both_mains_crash),
@@ -57,6 +58,26 @@ const SCENARIOS: [(&str, fn()); 15] = [
     (
         "csp_blocks_injected_script",
         csp::csp_blocks_injected_script,
+    ),
+    (
+        "lr1_haproxy_dies_under_the_dashboard",
+        last_resort::haproxy_dies_under_the_dashboard,
+    ),
+    (
+        "lr2_worker_answers_a_deep_link_while_haproxy_is_dead",
+        last_resort::worker_answers_a_deep_link_while_haproxy_is_dead,
+    ),
+    (
+        "lr3_worker_passes_haproxys_503_through",
+        last_resort::worker_passes_haproxys_503_through,
+    ),
+    (
+        "lr4_kill_switch_removes_the_worker",
+        last_resort::kill_switch_removes_the_worker,
+    ),
+    (
+        "lr5_flapping_is_bounded_by_the_loop_guard",
+        last_resort::flapping_is_bounded_by_the_loop_guard,
     ),
 ];
 

@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod failover;
+mod last_resort;
 mod overload;
 mod routing;
 mod security;

@@ -10,6 +10,7 @@
 //! | P6 | [`assets`] | maintenance assets as HAProxy sends them, against its buffer |
 //! | P7 | [`herd`] | 10,000 simulated tabs of the client's own state machine |
 //! | P11 | [`redeploy`] | maintenance answers over ten restarts, socket held by `up` vs closed |
+//! | P10 | [`worker_cost`] | what the last-resort service worker adds to a navigation |
 //! | P8, P9 | [`overload`] | a crowd up to 16× api-main's best: maintenance answers, servers down, queue; a crash in it |
 //!
 //! [`report`] describes the machine and writes the table. Benchmarks report: a slow result is
@@ -26,6 +27,7 @@ mod redeploy;
 mod report;
 mod tabs;
 mod throughput;
+mod worker_cost;
 
 use std::{
     env, fmt, fs,
@@ -77,12 +79,14 @@ pub enum FigureId {
     P8,
     /// api-main crashes (SIGKILL) in a crowd until `/` answers maintenance.
     P9,
+    /// What the last-resort service worker adds to a navigation.
+    P10,
     /// Ten restarts of api-main under fixed-rate load, socket held or not.
     P11,
 }
 
 impl FigureId {
-    const ALL: [FigureId; 10] = [
+    const ALL: [FigureId; 11] = [
         FigureId::P1,
         FigureId::P2,
         FigureId::P3,
@@ -92,14 +96,16 @@ impl FigureId {
         FigureId::P7,
         FigureId::P8,
         FigureId::P9,
+        FigureId::P10,
         FigureId::P11,
     ];
 
     /// The order figures are measured in: the quick ones first, P4 last (it needs the
     /// redeploy verb and the load generator).
-    const MEASURE_ORDER: [FigureId; 10] = [
+    const MEASURE_ORDER: [FigureId; 11] = [
         FigureId::P6,
         FigureId::P7,
+        FigureId::P10,
         FigureId::P1,
         FigureId::P2,
         FigureId::P3,
@@ -124,6 +130,9 @@ impl FigureId {
                 "crowd on /api/data and / up to 16× api-main's best: maintenance answers, servers down"
             }
             FigureId::P9 => "api-main killed (SIGKILL) in a crowd until `/` answers maintenance",
+            FigureId::P10 => {
+                "a dashboard navigation with and without the last-resort service worker"
+            }
             FigureId::P11 => {
                 "10 restarts of api-main under fixed-rate load: maintenance answers and failed requests"
             }
@@ -142,6 +151,8 @@ impl fmt::Display for FigureId {
 pub enum Unit {
     /// Seconds, two decimals.
     Seconds,
+    /// Milliseconds, one decimal.
+    Milliseconds,
     /// A plain count (requests, answers).
     Count,
     /// Requests per second.
@@ -158,6 +169,7 @@ impl Unit {
         let bare = self.bare(value);
         match self {
             Unit::Seconds => format!("{bare} s"),
+            Unit::Milliseconds => format!("{bare} ms"),
             Unit::Count => bare,
             Unit::RequestsPerSecond => format!("{bare} req/s"),
             Unit::Bytes => format!("{bare} B"),
@@ -169,6 +181,7 @@ impl Unit {
     pub fn bare(self, value: f64) -> String {
         match self {
             Unit::Seconds => format!("{value:.2}"),
+            Unit::Milliseconds => format!("{value:.1}"),
             Unit::Percent => format!("{value:.1}"),
             Unit::Count | Unit::RequestsPerSecond | Unit::Bytes => thousands(value.round()),
         }
@@ -548,6 +561,7 @@ fn measure(bench: &Bench, id: FigureId) -> Outcome {
         FigureId::P7 => herd::measure(bench),
         FigureId::P8 => overload::measure(bench),
         FigureId::P9 => overload::measure_crash(bench),
+        FigureId::P10 => worker_cost::measure(bench),
     }));
     match result {
         Ok(Ok(figure)) => Outcome::Measured(Box::new(figure)),
