@@ -48,7 +48,18 @@ pub const HAPROXY_SERVED_FILES: [&str; 4] = [
     "pkg/client_bg.wasm.gz",
 ];
 
-/// The largest file HAProxy serves from memory: one buffer (`tune.bufsize`, default 16384
-/// bytes). Above it HAProxy refuses to start; above 15360 (the buffer minus
-/// `tune.maxrewrite`) it starts with a warning.
-pub const HAPROXY_FILE_LIMIT: u64 = 16384;
+/// HAProxy's `tune.bufsize` in haproxy.cfg: one buffer holds a whole answer HAProxy sends
+/// from memory, its headers (the security headers among them) included.
+pub const HAPROXY_BUFSIZE: u64 = 32768;
+
+/// HAProxy's `tune.maxrewrite` (its default, 1024 bytes): the part of a buffer kept for
+/// header rewrites.
+pub const HAPROXY_MAXREWRITE: u64 = 1024;
+
+/// The largest file HAProxy serves from memory: one buffer. Above it HAProxy refuses to
+/// start.
+pub const HAPROXY_FILE_LIMIT: u64 = HAPROXY_BUFSIZE;
+
+/// Above this (the buffer minus `tune.maxrewrite`) HAProxy starts with a warning, and the
+/// answer's headers may no longer fit: HAProxy then sends a 500 instead of the file.
+pub const HAPROXY_FILE_WARNING: u64 = HAPROXY_BUFSIZE - HAPROXY_MAXREWRITE;

@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use contract::{
-    env, Role, Tier, HAPROXY_FILE_LIMIT, HAPROXY_SERVED_FILES, HEALTHY_STATUS, MAINTENANCE_JSON,
-    RETRY_AFTER_S,
+    env, Role, Tier, HAPROXY_BUFSIZE, HAPROXY_MAXREWRITE, HAPROXY_SERVED_FILES, HEALTHY_STATUS,
+    MAINTENANCE_JSON, RETRY_AFTER_S,
 };
 
 fn config() -> String {
@@ -145,11 +145,21 @@ fn haproxy_serves_exactly_the_contracts_files_within_one_buffer() {
         "the files haproxy.cfg answers from memory"
     );
     // The limit is HAProxy's default buffer: the configuration must not change it.
-    assert!(
-        !config
+    let setting = |name: &str| -> Option<String> {
+        config
             .lines()
-            .any(|line| line.trim_start().starts_with("tune.bufsize")),
-        "haproxy.cfg sets tune.bufsize; HAPROXY_FILE_LIMIT ({HAPROXY_FILE_LIMIT}) assumes the \
-         default"
+            .find_map(|line| line.trim_start().strip_prefix(name))
+            .map(|rest| rest.trim().to_owned())
+    };
+    assert_eq!(
+        setting("tune.bufsize ").as_deref(),
+        Some(HAPROXY_BUFSIZE.to_string().as_str()),
+        "haproxy.cfg's tune.bufsize and contract::HAPROXY_BUFSIZE disagree"
+    );
+    assert_eq!(
+        setting("tune.maxrewrite "),
+        None,
+        "haproxy.cfg sets tune.maxrewrite; HAPROXY_MAXREWRITE ({HAPROXY_MAXREWRITE}) assumes \
+         the default"
     );
 }

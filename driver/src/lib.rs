@@ -44,7 +44,9 @@ mod stack;
 mod topology;
 mod wait;
 
-pub use contract::{self, Role, Tier, HAPROXY_FILE_LIMIT, HAPROXY_SERVED_FILES};
+pub use contract::{
+    self, Role, Tier, HAPROXY_FILE_LIMIT, HAPROXY_FILE_WARNING, HAPROXY_SERVED_FILES,
+};
 
 pub use haproxy::{HaproxyEnv, RuntimeApi, ServerStat};
 pub use nix::sys::signal::Signal;

@@ -35,11 +35,7 @@ pub const WASM_PACK_BUILD: &[&str] = &[
     "tiny-runtime",
 ];
 
-/// What HAProxy's `http-request return ... file` can send: the file must fit one buffer
-/// (`tune.bufsize`, 16384 bytes by default); a larger file is a fatal config error.
-pub const HAPROXY_FILE_LIMIT: u64 = 16384;
-/// Above this HAProxy warns at start, because the response headers share the buffer.
-const HAPROXY_FILE_WARNING: u64 = 15360;
+use driver::{HAPROXY_FILE_LIMIT, HAPROXY_FILE_WARNING};
 
 /// If `wasm-opt -Oz` can still shrink the module below this share of its size, wasm-pack did
 /// not optimise it (it skips wasm-opt silently when none is on PATH).

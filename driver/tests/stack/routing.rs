@@ -243,8 +243,9 @@ fn the_configuration_passes_haproxys_own_check_without_warnings() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    // Files HAProxy answers from memory must fit one buffer with room for headers: from
-    // 15360 bytes on it warns, over 16384 it refuses to start.
+    // Files HAProxy answers from memory must fit one buffer with room for headers: above
+    // HAPROXY_FILE_WARNING it warns (and a 500 replaces the file when the headers do not
+    // fit), above HAPROXY_FILE_LIMIT it refuses to start.
     let sizes: Vec<String> = driver::HAPROXY_SERVED_FILES
         .iter()
         .map(|file| match std::fs::metadata(www.join(file)) {
@@ -254,8 +255,9 @@ fn the_configuration_passes_haproxys_own_check_without_warnings() {
         .collect();
     assert!(
         output.status.success() && !text.contains("[WARNING]") && !text.contains("[ALERT]"),
-        "{command:?} exited with {}:\n{text}\nfiles served from memory (15360 bytes at most): {}",
+        "{command:?} exited with {}:\n{text}\nfiles served from memory ({} bytes at most): {}",
         output.status,
+        driver::HAPROXY_FILE_WARNING,
         sizes.join(", ")
     );
 }

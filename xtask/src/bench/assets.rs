@@ -1,15 +1,12 @@
-//! P6: the maintenance page's assets as HAProxy sends them from memory, against its 16 KB
-//! buffer (`tune.bufsize`).
+//! P6: the maintenance page's assets as HAProxy sends them from memory, against its buffer
+//! (`tune.bufsize` in haproxy.cfg, `contract::HAPROXY_BUFSIZE`).
 
 use std::fs;
 
 use anyhow::{bail, Context, Result};
-use driver::{Stack, HAPROXY_FILE_LIMIT};
+use driver::{Stack, HAPROXY_FILE_LIMIT, HAPROXY_FILE_WARNING as WARNING_BYTES};
 
 use super::{thousands, Bench, Figure, FigureId, Goal, Series, Unit};
-
-/// HAProxy warns above this: the buffer minus `tune.maxrewrite` (1024).
-const WARNING_BYTES: u64 = 15_360;
 
 /// One asset: its URL, the file HAProxy answers it from, and the raw file.
 struct Asset {
@@ -89,7 +86,10 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
     super::stop_stack(stack);
 
     let mut findings = vec![
-        "| asset | raw file | gzip | HAProxy sends | share of the 16,384 B buffer |".to_owned(),
+        format!(
+            "| asset | raw file | gzip | HAProxy sends | share of the {} B buffer |",
+            thousands(HAPROXY_FILE_LIMIT as f64)
+        ),
         "|---|---|---|---|---|".to_owned(),
     ];
     let mut over_warning = Vec::new();
@@ -143,7 +143,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
     Ok(Figure {
         id: FigureId::P6,
         goal: Goal {
-            text: "every asset ≤ 16,384 B".to_owned(),
+            text: format!("every asset ≤ {} B", thousands(HAPROXY_FILE_LIMIT as f64)),
             met,
         },
         findings,
@@ -154,7 +154,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
                  and Wasm module (sent as the pre-compressed .gz files, Zopfli). The figure is \
                  the largest body as sent, checked byte for byte against the file HAProxy \
                  serves; the gzip column of the page is what Zopfli makes of it, for \
-                 reference. Comparator: `tune.bufsize`, 16,384 bytes by default, the most a \
+                 reference. Comparator: `tune.bufsize` as haproxy.cfg sets it, the most a \
                  `http-request return ... file` can send (a larger file stops HAProxy from \
                  starting). Sizes do not vary between runs; the runs only repeat the fetch."
             .to_owned(),
