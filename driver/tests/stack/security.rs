@@ -173,6 +173,11 @@ fn assert_secured(response: &Response, what: &str) {
             "{what}: {name} should be removed:\n{response}"
         );
     }
+    // Error answers (the site's own pages and scripts may use any word) say nothing about
+    // the software behind them.
+    if response.status < 400 {
+        return;
+    }
     let body = response.text().to_ascii_lowercase();
     for word in ["haproxy 2", "haproxy/", "actix", "version"] {
         assert!(
