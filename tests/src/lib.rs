@@ -10,7 +10,7 @@
 //!   well-formed and deliberately malformed requests alike.
 //! - [`wait_until`] polls a condition with a deadline; nothing here sleeps a fixed time.
 //! - [`expect`] holds the assertions several suites share (the maintenance answer, its headers).
-//! - [`browser`] drives one headless Chromium tab over WebDriver (its own chromedriver), for
+//! - [`browser`] drives one browser tab over WebDriver (Chromium, Firefox or WebKit), for
 //!   the browser scenarios in `tests/browser/`.
 //!
 //! ```no_run

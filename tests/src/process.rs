@@ -5,6 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -44,6 +45,7 @@ pub struct ProcessSpec {
     current_dir: Option<PathBuf>,
     readiness: Readiness,
     listen_flag: Option<OsString>,
+    own_group: bool,
 }
 
 impl ProcessSpec {
@@ -57,6 +59,7 @@ impl ProcessSpec {
             current_dir: None,
             readiness: Readiness::Spawned,
             listen_flag: None,
+            own_group: false,
         }
     }
 
@@ -93,6 +96,13 @@ impl ProcessSpec {
     /// How to tell the process is ready.
     pub fn readiness(mut self, readiness: Readiness) -> Self {
         self.readiness = readiness;
+        self
+    }
+
+    /// Starts the process as the leader of a process group of its own, and makes killing it
+    /// kill the whole group: a WebDriver server and every browser process it starts.
+    pub fn own_process_group(mut self) -> Self {
+        self.own_group = true;
         self
     }
 
@@ -256,6 +266,9 @@ impl ServerProcess {
             .stderr(Stdio::piped());
         if let Some(dir) = &self.spec.current_dir {
             command.current_dir(dir);
+        }
+        if self.spec.own_group {
+            command.process_group(0);
         }
         let mut child = command.spawn().map_err(|error| {
             format!(
@@ -476,6 +489,15 @@ impl ServerProcess {
 
     /// SIGCONT (a stopped process cannot die), SIGKILL, and wait: never leaves a zombie.
     fn reap_by_force(&mut self) {
+        if self.spec.own_group {
+            if let Some(child) = &self.child {
+                // Even when the leader has exited: what it started may still run. ESRCH: the
+                // group is already empty.
+                let group = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in pid_t"));
+                let _ = signal::killpg(group, Signal::SIGCONT);
+                let _ = signal::killpg(group, Signal::SIGKILL);
+            }
+        }
         if self.exit.is_some() {
             return;
         }
