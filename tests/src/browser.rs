@@ -550,6 +550,12 @@ impl Browser {
         self.engine
     }
 
+    /// The process id of the WebDriver server, which leads the process group every browser
+    /// process of this tab runs in.
+    pub fn driver_pid(&self) -> u32 {
+        self.driver.pid()
+    }
+
     fn client(&self) -> &Client {
         self.client
             .as_ref()

@@ -20,6 +20,7 @@
 
 mod dashboard;
 mod flapping;
+mod harness;
 mod outages;
 mod return_targets;
 mod support;
@@ -33,7 +34,7 @@ use tests::browser::Engine;
 type Scenario = fn(Engine);
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [(&str, Scenario); 14] = [
+const SCENARIOS: [(&str, Scenario); 15] = [
     ("f1_api_main_crash", outages::f1_api_main_crash),
     ("f2_static_main_crash", outages::f2_static_main_crash),
     ("f3_both_mains_crash", outages::f3_both_mains_crash),
@@ -62,6 +63,10 @@ const SCENARIOS: [(&str, Scenario); 14] = [
     (
         "dashboard_reloads_once_on_new_static_build",
         dashboard::dashboard_reloads_once_on_new_static_build,
+    ),
+    (
+        "browser_reaped_after_a_panic",
+        harness::browser_reaped_after_a_panic,
     ),
 ];
 
