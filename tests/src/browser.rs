@@ -644,7 +644,22 @@ impl Browser {
     }
 
     /// Saves a PNG screenshot of the viewport at `path`, creating its directory.
+    ///
+    /// Waits for two animation frames first: WebKit captures the last frame it painted, which
+    /// can predate the DOM the test has just checked (seen: the maintenance page's state set,
+    /// its text still the initial one in the picture).
     pub fn screenshot(&self, path: &Path) {
+        let painted = self.run(
+            "waiting for the page to be painted",
+            self.client().execute_async(
+                "const done = arguments[arguments.length - 1]; \
+                 requestAnimationFrame(() => requestAnimationFrame(() => done(true)));",
+                Vec::new(),
+            ),
+        );
+        if let Err(error) = painted {
+            panic!("{error}\n{}", self.describe());
+        }
         let png = self
             .run("taking a screenshot", self.client().screenshot())
             .unwrap_or_else(|error| panic!("{error}\n{}", self.describe()));
