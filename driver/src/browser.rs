@@ -1,21 +1,23 @@
-//! Headless Chromium under WebDriver, for the end-to-end browser scenarios.
+//! A browser tab under W3C WebDriver, in any of three [`Engine`]s (Chromium, Firefox, WebKit),
+//! for the end-to-end browser scenarios.
 //!
-//! [`Browser::start`] starts its own `chromedriver` on a free loopback port, in a process group
-//! of its own, and opens one WebDriver session (one tab) on a fresh Chromium profile. Its
-//! methods block: each runs one WebDriver command on the guard's private Tokio runtime, bounded
-//! by a deadline, so a test reads like a script and a wedged browser fails the test instead of
-//! hanging it.
+//! [`Browser::start`] starts the engine's own WebDriver server (chromedriver, geckodriver or
+//! WebKitWebDriver) on a free loopback port, as a [`ServerProcess`] leading a process group of
+//! its own, and opens one session (one tab) on a fresh profile. WebKit's MiniBrowser needs a
+//! display: it gets an Xvfb of its own. Its methods block: each runs one WebDriver command on
+//! the guard's private Tokio runtime, bounded by a deadline, so a test reads like a script and
+//! a wedged browser fails the test instead of hanging it.
 //!
-//! Dropping the guard closes the session, kills chromedriver's whole process group (Chromium
-//! and its helpers live there), and then any process still naming the test's private profile
-//! directory (Chromium's crash handler leaves the group), so no browser outlives a test,
+//! Dropping the guard closes the session, kills the driver's whole process group (the browser
+//! and its helpers live there), then any process still naming the test's private directory
+//! (Chromium's crash handler leaves the group), then Xvfb, so no browser outlives a test,
 //! whether it passed or panicked.
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use driver::browser::Browser;
+//! use driver::browser::{Browser, Engine};
 //!
-//! let tab = Browser::start();
+//! let tab = Browser::start(Engine::Firefox);
 //! tab.goto("http://127.0.0.1:8080/");
 //! let page = tab.wait_for(
 //!     Duration::from_secs(30),
@@ -31,19 +33,18 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::{self, File};
+use std::fs;
 use std::future::Future;
 use std::io;
-use std::os::unix::process::CommandExt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use fantoccini::wd::Capabilities;
 use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -52,6 +53,7 @@ use tokio::runtime::Runtime;
 
 use crate::http::Request;
 use crate::paths::free_port;
+use crate::process::{ProcessSpec, Readiness, ServerProcess};
 
 /// Environment variable naming the chromedriver binary (as for `wasm-bindgen-test-runner`).
 pub const CHROMEDRIVER_ENV: &str = "CHROMEDRIVER";
@@ -59,13 +61,51 @@ pub const CHROMEDRIVER_ENV: &str = "CHROMEDRIVER";
 /// Environment variable naming the Chromium binary.
 pub const CHROMIUM_ENV: &str = "CHROMIUM";
 
+/// Environment variable naming the geckodriver binary (as for `wasm-bindgen-test-runner`).
+pub const GECKODRIVER_ENV: &str = "GECKODRIVER";
+
+/// Environment variable naming the Firefox binary.
+pub const FIREFOX_ENV: &str = "FIREFOX";
+
+/// Environment variable naming the WebKitWebDriver binary.
+pub const WEBKIT_DRIVER_ENV: &str = "WEBKIT_WEBDRIVER";
+
+/// Environment variable naming WebKitGTK's MiniBrowser.
+pub const MINIBROWSER_ENV: &str = "MINIBROWSER";
+
 const DEFAULT_CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
+const DEFAULT_FIREFOX: &str = "/usr/bin/firefox-esr";
+const DEFAULT_WEBKIT_DRIVER: &str = "/usr/bin/WebKitWebDriver";
+const XVFB_PROGRAM: &str = "Xvfb";
+
+/// Xvfb's screen: room for the [`WINDOW`] and MiniBrowser's toolbar.
+const XVFB_SCREEN: &str = "1280x1024x24";
+
+/// Every engine's window, so screenshots compare.
+const WINDOW: (u32, u32) = (1280, 900);
+
+/// Firefox preferences: no telemetry, studies, captive-portal or connectivity checks, which
+/// open connections this closed network refuses (geckodriver turns off updates itself).
+fn firefox_prefs() -> Value {
+    json!({
+        "app.normandy.enabled": false,
+        "browser.safebrowsing.downloads.remote.enabled": false,
+        "browser.safebrowsing.malware.enabled": false,
+        "browser.safebrowsing.phishing.enabled": false,
+        "datareporting.healthreport.uploadEnabled": false,
+        "datareporting.policy.dataSubmissionEnabled": false,
+        "network.captive-portal-service.enabled": false,
+        "network.connectivity-service.enabled": false,
+        "toolkit.telemetry.enabled": false,
+    })
+}
 
 /// How often [`Browser::wait_for`] looks at its condition.
 pub const BROWSER_POLL: Duration = Duration::from_millis(100);
 
-/// How long chromedriver may take to answer `/status`, and Chromium to open a session.
+/// How long a WebDriver server may take to answer `/status`, and its browser to open a
+/// session.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The longest any single WebDriver command may take (a page load is bounded at 30 s by the
@@ -78,7 +118,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Chromium flags known to work on these machines (see TOOLCHAIN.md). Background networking,
 /// component updates and sync are off because they open connections this closed network
 /// refuses; `--user-data-dir` is added per browser, so every test starts from a fresh profile.
-const CHROMIUM_FLAGS: [&str; 9] = [
+const CHROMIUM_FLAGS: [&str; 8] = [
     "--headless=new",
     "--no-sandbox",
     "--disable-gpu",
@@ -87,7 +127,6 @@ const CHROMIUM_FLAGS: [&str; 9] = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
-    "--window-size=1280,900",
 ];
 
 /// What a tab shows, read in one script so the fields agree with each other.
@@ -153,126 +192,258 @@ impl PageState {
     }
 }
 
-/// A running chromedriver, leader of its own process group; dropping it kills the whole
-/// group (chromedriver, Chromium and every Chromium helper) and reaps chromedriver.
-struct Chromedriver {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    /// The directory holding the Chromium profile: every browser process names it.
-    dir: PathBuf,
+/// A browser engine the suites drive, each through its own W3C WebDriver server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Engine {
+    /// Debian's Chromium, through chromedriver (package chromium-driver).
+    Chromium,
+    /// Debian's Firefox ESR, headless, through geckodriver (from crates.io).
+    Firefox,
+    /// WebKitGTK's MiniBrowser (Safari's engine) under Xvfb, through WebKitWebDriver
+    /// (package webkit2gtk-driver).
+    WebKit,
 }
 
-impl Chromedriver {
-    /// Starts chromedriver on a free port (retrying on another port if that one was taken in
-    /// the meantime) and waits until its `/status` says it is ready.
-    fn start(dir: &Path) -> Chromedriver {
-        let program = std::env::var_os(CHROMEDRIVER_ENV)
-            .filter(|p| !p.is_empty())
-            .map_or_else(|| PathBuf::from(DEFAULT_CHROMEDRIVER), PathBuf::from);
+impl Engine {
+    /// Every engine, in the order the suites run them.
+    pub const ALL: [Engine; 3] = [Engine::Chromium, Engine::Firefox, Engine::WebKit];
+
+    /// Lower-case name, as in test names and `target/screenshots/<name>/`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Chromium => "chromium",
+            Engine::Firefox => "firefox",
+            Engine::WebKit => "webkit",
+        }
+    }
+
+    /// The WebDriver server's name, for messages.
+    pub fn driver_name(self) -> &'static str {
+        match self {
+            Engine::Chromium => "chromedriver",
+            Engine::Firefox => "geckodriver",
+            Engine::WebKit => "WebKitWebDriver",
+        }
+    }
+
+    /// The WebDriver server: `$<env>` when set, else the default path.
+    fn driver_program(self) -> PathBuf {
+        let (env, default) = match self {
+            Engine::Chromium => (CHROMEDRIVER_ENV, PathBuf::from(DEFAULT_CHROMEDRIVER)),
+            Engine::Firefox => (GECKODRIVER_ENV, default_geckodriver()),
+            Engine::WebKit => (WEBKIT_DRIVER_ENV, PathBuf::from(DEFAULT_WEBKIT_DRIVER)),
+        };
+        env_path(env).unwrap_or(default)
+    }
+
+    /// The browser binary: `$<env>` when set, else the default path.
+    fn browser_program(self) -> PathBuf {
+        let (env, default) = match self {
+            Engine::Chromium => (CHROMIUM_ENV, PathBuf::from(DEFAULT_CHROMIUM)),
+            Engine::Firefox => (FIREFOX_ENV, PathBuf::from(DEFAULT_FIREFOX)),
+            Engine::WebKit => (MINIBROWSER_ENV, default_minibrowser()),
+        };
+        env_path(env).unwrap_or(default)
+    }
+
+    /// What to install when a binary is missing.
+    fn install_hint(self) -> &'static str {
+        match self {
+            Engine::Chromium => {
+                "`apt-get install --no-install-recommends chromium chromium-driver`"
+            }
+            Engine::Firefox => {
+                "`apt-get install --no-install-recommends firefox-esr` and `cargo install \
+                 geckodriver --version 0.37.1 --locked`"
+            }
+            Engine::WebKit => "`apt-get install --no-install-recommends webkit2gtk-driver xvfb`",
+        }
+    }
+
+    /// The driver's command line, listening on `port`; `dir` is the test's private directory.
+    fn driver_spec(self, port: u16, dir: &Path, display: Option<&str>) -> ProcessSpec {
+        let spec = ProcessSpec::new(self.driver_name(), self.driver_program())
+            .readiness(Readiness::Accepts(SocketAddr::from((
+                Ipv4Addr::LOCALHOST,
+                port,
+            ))))
+            // A group of its own, so one signal reaches every browser process it starts.
+            .own_process_group();
+        match self {
+            Engine::Chromium => spec.arg(format!("--port={port}")),
+            Engine::Firefox => spec
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                // BiDi's default port (9222) would collide between parallel runs; the profile
+                // goes to the private directory so it is removed with it.
+                .args(["--websocket-port", &free_port().to_string()])
+                .arg("--profile-root")
+                .arg(dir),
+            Engine::WebKit => spec
+                .arg(format!("--port={port}"))
+                .env("DISPLAY", display.expect("WebKit runs under Xvfb"))
+                // MiniBrowser's caches and data stay in the private directory.
+                .env("XDG_CACHE_HOME", dir.join("cache"))
+                .env("XDG_DATA_HOME", dir.join("data")),
+        }
+    }
+
+    /// The session's capabilities: the engine's binary and options, and the page timeouts.
+    fn capabilities(self, dir: &Path) -> Capabilities {
+        let binary = self.browser_program();
+        let mut capabilities = Capabilities::new();
+        match self {
+            Engine::Chromium => {
+                let mut args: Vec<String> =
+                    CHROMIUM_FLAGS.iter().map(|f| (*f).to_owned()).collect();
+                args.push(format!("--user-data-dir={}", dir.join("profile").display()));
+                capabilities.insert("browserName".to_owned(), json!("chrome"));
+                capabilities.insert(
+                    "goog:chromeOptions".to_owned(),
+                    json!({ "binary": binary, "args": args }),
+                );
+            }
+            Engine::Firefox => {
+                capabilities.insert("browserName".to_owned(), json!("firefox"));
+                capabilities.insert(
+                    "moz:firefoxOptions".to_owned(),
+                    json!({ "binary": binary, "args": ["-headless"], "prefs": firefox_prefs() }),
+                );
+            }
+            Engine::WebKit => {
+                capabilities.insert("browserName".to_owned(), json!("MiniBrowser"));
+                capabilities.insert(
+                    "webkitgtk:browserOptions".to_owned(),
+                    json!({ "binary": binary, "args": ["--automation"] }),
+                );
+            }
+        }
+        capabilities.insert(
+            "timeouts".to_owned(),
+            json!({ "pageLoad": 30_000, "script": 10_000 }),
+        );
+        capabilities
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `geckodriver` on `PATH`, else where `cargo install` puts it.
+fn default_geckodriver() -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("geckodriver"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.unwrap_or_else(|| {
+        env_path("CARGO_HOME")
+            .or_else(|| env_path("HOME").map(|home| home.join(".cargo")))
+            .unwrap_or_default()
+            .join("bin/geckodriver")
+    })
+}
+
+/// Where Debian's libwebkit2gtk-4.1-0 puts MiniBrowser
+/// (`dpkg -L libwebkit2gtk-4.1-0 | grep MiniBrowser`).
+fn default_minibrowser() -> PathBuf {
+    PathBuf::from(format!(
+        "/usr/lib/{}-linux-gnu/webkit2gtk-4.1/MiniBrowser",
+        std::env::consts::ARCH
+    ))
+}
+
+/// Starts `engine`'s WebDriver server on a free port (retrying on another port if that one
+/// was taken in the meantime) and waits until its `/status` says it is ready.
+fn start_driver(engine: Engine, dir: &Path, display: Option<&str>) -> ServerProcess {
+    for program in [engine.driver_program(), engine.browser_program()] {
         assert!(
             program.is_file(),
-            "chromedriver is not installed at {}; install it with `apt-get install \
-             chromium-driver` or point ${CHROMEDRIVER_ENV} at the binary",
-            program.display()
+            "{} needs {}, which is not installed; run `cargo xtask install` (or {}), or \
+             point the environment variable at the binary",
+            engine,
+            program.display(),
+            engine.install_hint()
         );
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = free_port();
-            let log = dir.join(format!("chromedriver-{port}.log"));
-            let output = File::create(&log)
-                .unwrap_or_else(|error| panic!("cannot create {}: {error}", log.display()));
-            let stderr = output
-                .try_clone()
-                .unwrap_or_else(|error| panic!("cannot duplicate a file handle: {error}"));
-            let child = Command::new(&program)
-                .arg(format!("--port={port}"))
-                .stdin(Stdio::null())
-                .stdout(output)
-                .stderr(stderr)
-                // A group of its own, so one signal reaches every Chromium process it starts.
-                .process_group(0)
-                .spawn()
-                .unwrap_or_else(|error| panic!("could not start {}: {error}", program.display()));
-            let mut driver = Chromedriver {
-                child,
-                port,
-                log,
-                dir: dir.to_owned(),
-            };
-            match driver.wait_ready() {
-                Ok(()) => return driver,
-                Err(message) if attempt < 3 && message.contains("exited") => {
-                    // Most likely the port was taken between free_port() and the bind.
-                    eprintln!("chromedriver on port {port} failed, retrying: {message}");
-                }
-                Err(message) => panic!(
-                    "chromedriver did not start: {message}\ncommand: {} --port={port}\n\
-                     --- chromedriver output ---\n{}",
-                    program.display(),
-                    driver.log_tail(40)
-                ),
-            }
+    }
+    let mut attempt = 0;
+    let driver = loop {
+        attempt += 1;
+        match ServerProcess::try_spawn(engine.driver_spec(free_port(), dir, display)) {
+            Ok(driver) => break driver,
+            // Most likely the port was taken between free_port() and the bind.
+            Err(failed) if attempt < 3 => eprintln!("{}, retrying on another port", failed.1),
+            Err(failed) => panic!("{} did not start: {}", engine.driver_name(), failed.1),
         }
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let started = Instant::now();
-        let mut last = String::from("nothing yet");
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "chromedriver exited with {status} before it was ready"
-                ));
-            }
-            if started.elapsed() > START_TIMEOUT {
-                return Err(format!(
-                    "chromedriver was not ready within {START_TIMEOUT:?}; last /status: {last}"
-                ));
-            }
-            match Request::get(&format!("{}/status", self.url()))
-                .timeout(Duration::from_secs(1))
-                .send()
-            {
-                Ok(response) if response.status == 200 => {
-                    let ready = serde_json::from_slice::<Value>(&response.body)
-                        .is_ok_and(|status| status["value"]["ready"] == json!(true));
-                    if ready {
-                        return Ok(());
-                    }
-                    last = response.summary();
+    };
+    let status = format!("{}/status", driver_url(&driver));
+    crate::wait_until(
+        START_TIMEOUT,
+        &format!("{} says it is ready", engine.driver_name()),
+        || match Request::get(&status).timeout(Duration::from_secs(1)).send() {
+            Ok(response) if response.status == 200 => {
+                let ready = serde_json::from_slice::<Value>(&response.body)
+                    .is_ok_and(|status| status["value"]["ready"] == json!(true));
+                if ready {
+                    Ok(())
+                } else {
+                    Err(response.summary())
                 }
-                Ok(response) => last = response.summary(),
-                Err(error) => last = error.to_string(),
             }
-            thread::sleep(BROWSER_POLL);
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
+            Ok(response) => Err(response.summary()),
+            Err(error) => Err(error.to_string()),
+        },
+        || driver.log_tail(40),
+    );
+    driver
 }
 
-impl Drop for Chromedriver {
+fn driver_url(driver: &ServerProcess) -> String {
+    format!("http://{}", driver.addr())
+}
+
+/// Starts Xvfb on a display it picks itself (`-displayfd`: it prints the number once it
+/// accepts clients), for WebKit, which needs a display. The guard ends it.
+fn start_xvfb() -> (ServerProcess, String) {
+    let xvfb = ServerProcess::spawn(
+        ProcessSpec::new("xvfb", XVFB_PROGRAM)
+            .args(["-displayfd", "1", "-nolisten", "tcp", "-screen", "0"])
+            .arg(XVFB_SCREEN),
+    );
+    let number = crate::wait_until(
+        START_TIMEOUT,
+        "Xvfb prints the display it opened",
+        || {
+            // The process guard keeps standard output as `[stdout] <line>`.
+            xvfb.log_tail(20)
+                .lines()
+                .filter_map(|line| line.strip_prefix("[stdout] "))
+                .find(|line| !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()))
+                .map(str::to_owned)
+                .ok_or_else(|| xvfb.log_tail(20))
+        },
+        || xvfb.log_tail(40),
+    );
+    (xvfb, format!(":{number}"))
+}
+
+/// Kills, when dropped, any process still naming the test's private directory: Chromium's
+/// crash handler puts itself in a session of its own, out of the driver group's reach.
+struct Sweep(PathBuf);
+
+impl Drop for Sweep {
     fn drop(&mut self) {
-        let group = Pid::from_raw(i32::try_from(self.child.id()).expect("pids fit in pid_t"));
-        // ESRCH: the group is already empty.
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = self.child.wait();
-        // Chromium's crash handler puts itself in a session of its own, out of the group's
-        // reach; it exits once Chromium is gone. Make sure of it: any process still naming
-        // this test's private profile directory is ours and gets killed.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let stragglers = processes_naming(&self.dir);
+            let stragglers = processes_naming(&self.0);
             if stragglers.is_empty() || Instant::now() > deadline {
                 break;
             }
@@ -301,69 +472,88 @@ fn processes_naming(dir: &Path) -> Vec<Pid> {
         .collect()
 }
 
-/// One Chromium tab under WebDriver; see the [module documentation](self).
+/// One browser tab under WebDriver, in any [`Engine`]; see the [module documentation](self).
 pub struct Browser {
-    // Drop order matters: the session is closed in `drop`, then the runtime goes, then
-    // chromedriver's process group is killed, and only then is the profile removed.
+    // Drop order matters: the session is closed in `drop`, then the runtime goes, then the
+    // driver's process group is killed, then stragglers naming the private directory, then
+    // Xvfb, and only then is the directory removed.
     client: Option<Client>,
     runtime: Runtime,
-    driver: Chromedriver,
+    driver: ServerProcess,
+    _sweep: Sweep,
+    _display: Option<ServerProcess>,
+    engine: Engine,
     profile: TempDir,
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium with a fresh profile, and opens a session.
-    /// Panics with chromedriver's output if either does not come up within 30 s.
-    pub fn start() -> Browser {
+    /// Starts `engine`'s WebDriver server (and Xvfb for WebKit) and a browser with a fresh
+    /// profile, and opens a session on a 1280×900 window. Panics with the driver's output if
+    /// either does not come up within 30 s.
+    pub fn start(engine: Engine) -> Browser {
         let profile = tempfile::Builder::new()
-            .prefix("chromium-")
+            .prefix(&format!("{engine}-"))
             .tempdir()
             .unwrap_or_else(|error| panic!("cannot create a temporary directory: {error}"));
-        let driver = Chromedriver::start(profile.path());
+        let (display, display_name) = match engine {
+            Engine::WebKit => {
+                let (xvfb, name) = start_xvfb();
+                (Some(xvfb), Some(name))
+            }
+            Engine::Chromium | Engine::Firefox => (None, None),
+        };
+        let driver = start_driver(engine, profile.path(), display_name.as_deref());
+        let sweep = Sweep(profile.path().to_owned());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap_or_else(|error| panic!("cannot build a Tokio runtime: {error}"));
-        let chromium = std::env::var_os(CHROMIUM_ENV)
-            .filter(|p| !p.is_empty())
-            .map_or_else(|| PathBuf::from(DEFAULT_CHROMIUM), PathBuf::from);
-        let user_data = profile.path().join("profile");
-        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| (*f).to_owned()).collect();
-        args.push(format!("--user-data-dir={}", user_data.display()));
-        let mut capabilities = Capabilities::new();
-        capabilities.insert("browserName".to_owned(), json!("chrome"));
-        capabilities.insert(
-            "goog:chromeOptions".to_owned(),
-            json!({ "binary": chromium, "args": args }),
-        );
-        capabilities.insert(
-            "timeouts".to_owned(),
-            json!({ "pageLoad": 30_000, "script": 10_000 }),
-        );
         let mut builder = ClientBuilder::new(HttpConnector::new());
-        builder.capabilities(capabilities);
+        builder.capabilities(engine.capabilities(profile.path()));
         let connect = runtime.block_on(async {
-            tokio::time::timeout(START_TIMEOUT, builder.connect(&driver.url())).await
+            tokio::time::timeout(START_TIMEOUT, builder.connect(&driver_url(&driver))).await
         });
+        let name = engine.driver_name();
         let client = match connect {
             Ok(Ok(client)) => client,
             Ok(Err(error)) => panic!(
-                "chromedriver could not open a Chromium session: {error}\n\
-                 --- chromedriver output ---\n{}",
+                "{name} could not open a {engine} session: {error}\n--- {name} output ---\n{}",
                 driver.log_tail(40)
             ),
             Err(_) => panic!(
-                "Chromium did not open a session within {START_TIMEOUT:?}\n\
-                 --- chromedriver output ---\n{}",
+                "{engine} did not open a session within {START_TIMEOUT:?}\n\
+                 --- {name} output ---\n{}",
                 driver.log_tail(40)
             ),
         };
-        Browser {
+        let browser = Browser {
             client: Some(client),
             runtime,
             driver,
+            _sweep: sweep,
+            _display: display,
+            engine,
             profile,
+        };
+        let (width, height) = WINDOW;
+        if let Err(error) = browser.run(
+            "sizing the window",
+            browser.client().set_window_size(width, height),
+        ) {
+            panic!("{error}\n{}", browser.describe());
         }
+        browser
+    }
+
+    /// The engine this tab runs in.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The process id of the WebDriver server, which leads the process group every browser
+    /// process of this tab runs in.
+    pub fn driver_pid(&self) -> u32 {
+        self.driver.pid()
     }
 
     fn client(&self) -> &Client {
@@ -454,7 +644,22 @@ impl Browser {
     }
 
     /// Saves a PNG screenshot of the viewport at `path`, creating its directory.
+    ///
+    /// Waits for two animation frames first: WebKit captures the last frame it painted, which
+    /// can predate the DOM the test has just checked (seen: the maintenance page's state set,
+    /// its text still the initial one in the picture).
     pub fn screenshot(&self, path: &Path) {
+        let painted = self.run(
+            "waiting for the page to be painted",
+            self.client().execute_async(
+                "const done = arguments[arguments.length - 1]; \
+                 requestAnimationFrame(() => requestAnimationFrame(() => done(true)));",
+                Vec::new(),
+            ),
+        );
+        if let Err(error) = painted {
+            panic!("{error}\n{}", self.describe());
+        }
         let png = self
             .run("taking a screenshot", self.client().screenshot())
             .unwrap_or_else(|error| panic!("{error}\n{}", self.describe()));
@@ -470,7 +675,7 @@ impl Browser {
     ///
     /// `check` returns `Err(what it saw)`. When `timeout` has passed, panics with `what`, the
     /// last thing seen, the tab's URL, body dataset, session storage and text, the end of
-    /// chromedriver's log, and `context()` (typically the stack's log tails).
+    /// the driver's log, and `context()` (typically the stack's log tails).
     pub fn wait_for<T>(
         &self,
         timeout: Duration,
@@ -493,7 +698,7 @@ impl Browser {
         }
     }
 
-    /// The tab as a failure message shows it, plus the end of chromedriver's log.
+    /// The tab as a failure message shows it, plus the end of the driver's log.
     pub fn describe(&self) -> String {
         let page = match self.try_page() {
             Ok(page) => page.describe(),
@@ -503,17 +708,20 @@ impl Browser {
             ),
         };
         format!(
-            "--- the tab ---\n{page}\n--- chromedriver (last 20 lines) ---\n{}",
+            "--- the tab ({}) ---\n{page}\n--- {} (last 20 lines) ---\n{}",
+            self.engine,
+            self.engine.driver_name(),
             self.driver_log_tail(20)
         )
     }
 
-    /// The last `lines` lines of chromedriver's output.
+    /// The last `lines` lines of the WebDriver server's output (the browser's too, for
+    /// geckodriver and WebKitWebDriver).
     pub fn driver_log_tail(&self, lines: usize) -> String {
         self.driver.log_tail(lines)
     }
 
-    /// The profile directory given to Chromium (`--user-data-dir`).
+    /// The profile directory given to Chromium (`--user-data-dir`); under it, Firefox's.
     pub fn profile_dir(&self) -> PathBuf {
         self.profile.path().join("profile")
     }
@@ -536,7 +744,7 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         // Best effort, and it must not panic while a failed test unwinds: killing
-        // chromedriver's process group right after (field drop order) is what guarantees that
+        // the driver's process group right after (field drop order) is what guarantees that
         // no Chromium survives.
         let _ = self.close_session();
     }
@@ -545,8 +753,8 @@ impl Drop for Browser {
 impl std::fmt::Debug for Browser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Browser")
-            .field("chromedriver_pid", &self.driver.child.id())
-            .field("chromedriver_port", &self.driver.port)
+            .field("engine", &self.engine)
+            .field("driver", &self.driver)
             .field("profile", &self.profile.path())
             .finish()
     }

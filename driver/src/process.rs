@@ -135,7 +135,7 @@ impl ProcessSpec {
 
     /// Runs the process in a process group of its own: a Ctrl-C in the terminal then reaches
     /// only the supervisor, and killing the process kills its children too (HAProxy's
-    /// workers).
+    /// workers, a WebDriver server's browser).
     pub fn own_process_group(mut self) -> Self {
         self.own_group = true;
         self
@@ -579,6 +579,15 @@ impl ServerProcess {
 
     /// SIGCONT (a stopped process cannot die), SIGKILL, and wait: never leaves a zombie.
     fn reap_by_force(&mut self) {
+        if self.spec.own_group {
+            if let Some(child) = &self.child {
+                // Even when the leader has exited: what it started may still run. ESRCH: the
+                // group is already empty.
+                let group = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in pid_t"));
+                let _ = signal::killpg(group, Signal::SIGCONT);
+                let _ = signal::killpg(group, Signal::SIGKILL);
+            }
+        }
         if self.exit.is_some() {
             return;
         }
@@ -586,10 +595,6 @@ impl ServerProcess {
         let pid = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in pid_t"));
         if self.stopped {
             let _ = signal::kill(pid, Signal::SIGCONT);
-        }
-        if self.spec.own_group {
-            // Not reaped yet, so the pid (also its group id) cannot have been reused.
-            let _ = signal::killpg(pid, Signal::SIGKILL);
         }
         let _ = child.kill();
         if let Ok(status) = child.wait() {

@@ -95,6 +95,25 @@ const PHASES: &[Phase] = &[
         },
         required: false,
     },
+    Phase {
+        name: "browser-test-firefox",
+        what: "the client's wasm-bindgen tests in headless Firefox",
+        run: || {
+            let geckodriver = install::geckodriver_path().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "geckodriver is not installed; run `cargo xtask install`, which installs it \
+                     from crates.io"
+                )
+            })?;
+            cmd::run(
+                Command::new("wasm-pack")
+                    .args(["test", "--headless", "--firefox", "--geckodriver"])
+                    .arg(geckodriver)
+                    .args(["--mode", "no-install", "client"]),
+            )
+        },
+        required: false,
+    },
 ];
 
 /// `cargo xtask test`.
@@ -131,7 +150,7 @@ pub fn test() -> Result<()> {
     println!("\nsummary ({} in all):", clock(started.elapsed()));
     for (phase, took, outcome) in &results {
         let verdict = if outcome.is_ok() { "ok" } else { "FAILED" };
-        println!("  {verdict:<7} {:<14} {:>8}", phase.name, clock(*took));
+        println!("  {verdict:<7} {:<20} {:>8}", phase.name, clock(*took));
     }
     for phase in &PHASES[results.len()..] {
         println!("  skipped {}", phase.name);

@@ -1,6 +1,7 @@
 //! The Content-Security-Policy in the browser: the pages run under it (every scene's teardown
 //! fails on a violation), and it really blocks what it must, which the teardown check sees.
 
+use driver::browser::Engine;
 use driver::{wait_until, Role};
 
 use crate::support::{Pace, Scene, DEADLINE};
@@ -9,8 +10,8 @@ use crate::support::{Pace, Scene, DEADLINE};
 /// HAProxy), an inline script added at run time does not run, and the violation it causes
 /// is in the record every scene's teardown checks. api-main is down for the maintenance page,
 /// so its client keeps it on screen instead of taking the tab back to `/`.
-pub fn csp_blocks_injected_script() {
-    let mut scene = Scene::start(Pace::Shipped);
+pub fn csp_blocks_injected_script(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Shipped);
     for path in ["/", "/maintenance.html"] {
         if path == "/maintenance.html" {
             scene.crash(Role::ApiMain);

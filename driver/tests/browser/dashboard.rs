@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use driver::browser::Engine;
 use driver::Role;
 
 use crate::support::{Pace, Scene, DEADLINE};
@@ -21,8 +22,8 @@ const NEXT_BUILD: &str = "e2e-next";
 /// is what serves `/api/data`, so while it is down the rows cannot be refreshed at all, and
 /// the dashboard rightly hands over to the maintenance page instead
 /// (`dashboard_self_detects_outage`).
-pub fn dashboard_shows_servers_and_flips() {
-    let mut scene = Scene::start(Pace::Fast);
+pub fn dashboard_shows_servers_and_flips(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Fast);
     let healthy = scene.open_dashboard();
     scene.screenshot("dashboard.png");
     let fault = Instant::now();
@@ -67,8 +68,8 @@ pub fn dashboard_shows_servers_and_flips() {
 
 /// dashboard_self_detects_outage: an open dashboard goes to the maintenance page by itself
 /// when api-main dies, and comes back to the dashboard after the restart.
-pub fn dashboard_self_detects_outage() {
-    let mut scene = Scene::start(Pace::Fast);
+pub fn dashboard_self_detects_outage(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Fast);
     scene.open_dashboard();
     let fault = Instant::now();
     scene.crash(Role::ApiMain);
@@ -101,8 +102,8 @@ pub fn dashboard_self_detects_outage() {
 /// dashboard_reloads_once_on_new_static_build: static-main is restarted with another
 /// `--build-id`; the open dashboard reloads exactly once (one more load, `v=` in the URL,
 /// `data-build` the new id) and then stays.
-pub fn dashboard_reloads_once_on_new_static_build() {
-    let mut scene = Scene::start(Pace::Fast);
+pub fn dashboard_reloads_once_on_new_static_build(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Fast);
     scene.open_dashboard();
     let first = scene.wait(
         DEADLINE,

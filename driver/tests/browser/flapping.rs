@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use driver::browser::BROWSER_POLL;
+use driver::browser::{Engine, BROWSER_POLL};
 use driver::Role;
 
 use crate::support::{Pace, Scene, View, DEADLINE};
@@ -113,8 +113,8 @@ fn set_api_main(scene: &Scene, state: &str) {
 /// Phase 2, blips: api-main comes back for 0.4 s every 2 s, less than the 1 s confirmation.
 /// None of these is an actual recovery, so the tab must not move at all; then a real one
 /// brings it back exactly once.
-pub fn f7_api_main_flaps() {
-    let mut scene = Scene::start(Pace::Eager);
+pub fn f7_api_main_flaps(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Eager);
     let start = scene.open_dashboard();
     let mut journal = Journal::new();
     journal.observe(&start);

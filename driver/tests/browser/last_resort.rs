@@ -15,6 +15,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use client::loop_guard::GuardConfig;
+use driver::browser::Engine;
 use driver::{Role, Signal};
 use serde::Deserialize;
 
@@ -216,8 +217,8 @@ fn stop_haproxy(scene: &mut Scene) {
 
 /// HAProxy killed under an open dashboard for 10 s, then started again: the tab stays on
 /// the dashboard (never an error page), says the connection is lost, and carries on live.
-pub fn haproxy_dies_under_the_dashboard() {
-    let mut scene = Scene::start(Pace::Fast);
+pub fn haproxy_dies_under_the_dashboard(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Fast);
     scene.open_dashboard();
     let start = read(&scene).expect("the dashboard can be read");
     stop_haproxy(&mut scene);
@@ -277,8 +278,8 @@ pub fn haproxy_dies_under_the_dashboard() {
 /// With the worker installed and HAProxy dead, a new navigation to a deep link shows the
 /// worker's copy of the maintenance page; once HAProxy is back the tab returns to that
 /// deep link with a fresh `v=`.
-pub fn worker_answers_a_deep_link_while_haproxy_is_dead() {
-    let mut scene = Scene::start(Pace::Fast);
+pub fn worker_answers_a_deep_link_while_haproxy_is_dead(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Fast);
     scene.open_dashboard();
     wait_worker_installed(&scene);
     stop_haproxy(&mut scene);
@@ -327,8 +328,8 @@ pub fn worker_answers_a_deep_link_while_haproxy_is_dead() {
 
 /// While HAProxy answers its own 503 maintenance page, the worker passes it through: the
 /// document is HAProxy's (no worker marker) and HAProxy logged the 503 for that URL.
-pub fn worker_passes_haproxys_503_through() {
-    let mut scene = Scene::start(Pace::Fast);
+pub fn worker_passes_haproxys_503_through(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Fast);
     scene.open_dashboard();
     wait_worker_installed(&scene);
     scene.crash(Role::ApiMain);
@@ -376,8 +377,8 @@ pub fn worker_passes_haproxys_503_through() {
 
 /// Deploying the kill switch (www/sw-kill.js copied over sw.js, HAProxy reloaded) removes an
 /// installed worker and its caches; a navigation with HAProxy dead then gets no copy.
-pub fn kill_switch_removes_the_worker() {
-    let mut scene = Scene::start(Pace::Fast);
+pub fn kill_switch_removes_the_worker(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Fast);
     scene.open_dashboard();
     wait_worker_installed(&scene);
     let www = scene.stack.www_dir().to_owned();
@@ -438,10 +439,10 @@ pub fn kill_switch_removes_the_worker() {
 /// times, and loads the maintenance page at most `trips + 1` times (the first hand-over,
 /// then once per return), however long the flapping lasts; the "unstable" message shows;
 /// and once the flapping stops the tab is back on the dashboard by itself.
-pub fn flapping_is_bounded_by_the_loop_guard() {
+pub fn flapping_is_bounded_by_the_loop_guard(engine: Engine) {
     let guard = GuardConfig::default();
     let trips = guard.trips;
-    let mut scene = Scene::start(Pace::Fast);
+    let mut scene = Scene::start(engine, Pace::Fast);
     scene.open_dashboard();
     let start = read(&scene).expect("the dashboard can be read");
     let mut journal = String::new();

@@ -1,20 +1,27 @@
-//! Real-browser end-to-end scenarios: headless Chromium (through chromedriver) in front of
-//! the real HAProxy and origin binaries. Each scenario starts its own stack and browser,
-//! injects a fault, and follows one tab through the maintenance page and back.
+//! Real-browser end-to-end scenarios, each in three engines (Chromium, Firefox and WebKit,
+//! each through its own WebDriver server) in front of the real HAProxy and origin binaries.
+//! Each scenario starts its own stack and browser, injects a fault, and follows one tab
+//! through the maintenance page and back.
 //!
-//! Needs `haproxy`, `/usr/bin/chromium`, `/usr/bin/chromedriver` and the built client
-//! (`cargo xtask build-client`). Runs on libtest-mimic, one scenario at a time unless
-//! `--test-threads` says otherwise (at most 2 make sense on 2 cores), and prints a table of
-//! detection and recovery times at the end. Screenshots go to `target/screenshots/`.
+//! Needs `haproxy`, the three engines and their drivers (`cargo xtask install`) and the built
+//! client (`cargo xtask build-client`). Runs on libtest-mimic, one trial at a time unless
+//! `--test-threads` says otherwise (at most 2 make sense on 2 cores). A trial is named
+//! `<engine>::<scenario>`, so the filter picks engines as well as scenarios. Prints a table of
+//! detection and recovery times at the end, a column per engine. Screenshots go to
+//! `target/screenshots/<engine>/`.
 //!
 //! ```text
-//! cargo test -p driver --test browser                 # every scenario
-//! cargo test -p driver --test browser -- f7           # one, by name filter
+//! cargo test -p driver --test browser                     # every scenario in every engine
+//! cargo test -p driver --test browser -- firefox::        # every scenario in Firefox
+//! cargo test -p driver --test browser -- --skip webkit::  # all but WebKit
+//! cargo test -p driver --test browser -- f7               # one scenario, every engine
+//! cargo test -p driver --test browser -- webkit::f7       # one scenario in one engine
 //! ```
 
 mod csp;
 mod dashboard;
 mod flapping;
+mod harness;
 mod last_resort;
 mod outages;
 mod return_targets;
@@ -22,10 +29,14 @@ mod support;
 
 use std::time::Instant;
 
+use driver::browser::Engine;
 use libtest_mimic::{Arguments, Trial};
 
+/// A scenario, run once per engine.
+type Scenario = fn(Engine);
+
 /// Every scenario, in the order they run.
-const SCENARIOS: [(&str, fn()); 20] = [
+const SCENARIOS: [(&str, Scenario); 21] = [
     ("f1_api_main_crash", outages::f1_api_main_crash),
     ("f2_static_main_crash", outages::f2_static_main_crash),
     ("f3_both_mains_crash", outages::f3_both_mains_crash),
@@ -79,15 +90,25 @@ const SCENARIOS: [(&str, fn()); 20] = [
         "lr5_flapping_is_bounded_by_the_loop_guard",
         last_resort::flapping_is_bounded_by_the_loop_guard,
     ),
+    (
+        "browser_reaped_after_a_panic",
+        harness::browser_reaped_after_a_panic,
+    ),
 ];
 
 fn main() {
     let mut args = Arguments::from_args();
-    // Each scenario runs HAProxy, four origins and Chromium: one at a time by default.
+    // Each scenario runs HAProxy, four origins and a browser: one at a time by default.
     args.test_threads.get_or_insert(1);
-    let trials = SCENARIOS
-        .iter()
-        .map(|&(name, scenario)| Trial::test(name, move || support::run(name, scenario)))
+    let trials = Engine::ALL
+        .into_iter()
+        .flat_map(|engine| {
+            SCENARIOS.iter().map(move |&(name, scenario)| {
+                Trial::test(format!("{engine}::{name}"), move || {
+                    support::run(name, engine, scenario)
+                })
+            })
+        })
         .collect();
     let started = Instant::now();
     let conclusion = libtest_mimic::run(&args, trials);

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use driver::browser::Engine;
 use driver::Role;
 
 use crate::support::{Pace, Scene, View, DETECTION};
@@ -60,8 +61,8 @@ fn restart_and_return(scene: &mut Scene, roles: &[Role], shown: &View) {
 }
 
 /// Crashes `roles` (SIGKILL), checks the maintenance page in `state`, restarts them.
-fn crash_and_recover(pace: Pace, roles: &[Role], state: &str, screenshot: &str) {
-    let mut scene = Scene::start(pace);
+fn crash_and_recover(engine: Engine, pace: Pace, roles: &[Role], state: &str, screenshot: &str) {
+    let mut scene = Scene::start(engine, pace);
     let fault = Instant::now();
     for &role in roles {
         scene.crash(role);
@@ -71,8 +72,9 @@ fn crash_and_recover(pace: Pace, roles: &[Role], state: &str, screenshot: &str) 
 }
 
 /// F1, on the page's shipped pace (5 s interval, 3 s spread): api-main crashes.
-pub fn f1_api_main_crash() {
+pub fn f1_api_main_crash(engine: Engine) {
     crash_and_recover(
+        engine,
         Pace::Shipped,
         &[Role::ApiMain],
         "api-down",
@@ -81,8 +83,9 @@ pub fn f1_api_main_crash() {
 }
 
 /// F2: static-main crashes.
-pub fn f2_static_main_crash() {
+pub fn f2_static_main_crash(engine: Engine) {
     crash_and_recover(
+        engine,
         Pace::Fast,
         &[Role::StaticMain],
         "static-down",
@@ -91,8 +94,9 @@ pub fn f2_static_main_crash() {
 }
 
 /// F3: both main servers crash.
-pub fn f3_both_mains_crash() {
+pub fn f3_both_mains_crash(engine: Engine) {
     crash_and_recover(
+        engine,
         Pace::Fast,
         &[Role::StaticMain, Role::ApiMain],
         "both-down",
@@ -101,8 +105,8 @@ pub fn f3_both_mains_crash() {
 }
 
 /// F4: api-main hangs (SIGSTOP: the kernel still accepts, nothing answers), then resumes.
-pub fn f4_api_main_hangs() {
-    let mut scene = Scene::start(Pace::Fast);
+pub fn f4_api_main_hangs(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Fast);
     let fault = Instant::now();
     scene.stack.server_mut(Role::ApiMain).stop();
     let shown = open_during_outage(&scene, fault, &[Role::ApiMain], &["api-down"], None);
@@ -126,8 +130,8 @@ const SLOW_HEALTH_MS: &str = "4000";
 /// (`api-down`). The client's own 3 s abort is the backstop for probes that reach a slow
 /// server before HAProxy has given up on it; it is not what decides here, and the scenario
 /// proves that by requiring `L7TOUT` while the process is still running.
-pub fn f5_api_health_too_slow() {
-    let mut scene = Scene::start(Pace::Fast);
+pub fn f5_api_health_too_slow(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Fast);
     let fault = Instant::now();
     scene
         .stack
@@ -163,8 +167,8 @@ pub fn f5_api_health_too_slow() {
 /// come from HAProxy alone, and the client shows the outage after its first probe pair:
 /// `both-down`, since HAProxy itself answers both probes with 503 (not `unreachable`,
 /// which means no answer at all).
-pub fn f6_every_origin_dead() {
-    let mut scene = Scene::start(Pace::Fast);
+pub fn f6_every_origin_dead(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Fast);
     let fault = Instant::now();
     for role in Role::ALL {
         scene.crash(role);
@@ -190,8 +194,8 @@ pub fn f6_every_origin_dead() {
 }
 
 /// F8: HAProxy is reloaded (SIGUSR2) in the middle of an outage; the tab still recovers.
-pub fn f8_haproxy_reload_mid_outage() {
-    let mut scene = Scene::start(Pace::Fast);
+pub fn f8_haproxy_reload_mid_outage(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Fast);
     let fault = Instant::now();
     scene.crash(Role::ApiMain);
     open_during_outage(&scene, fault, &[Role::ApiMain], &["api-down"], None);
@@ -206,8 +210,8 @@ pub fn f8_haproxy_reload_mid_outage() {
 
 /// F9: ten crash/restart cycles of api-main in a row, with the dashboard open. Each time the
 /// dashboard hands over to the maintenance page by itself, and the tab comes back.
-pub fn f9_ten_crash_cycles() {
-    let mut scene = Scene::start(Pace::Fast);
+pub fn f9_ten_crash_cycles(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Fast);
     scene.open_dashboard();
     for cycle in 1..=10 {
         let fault = Instant::now();

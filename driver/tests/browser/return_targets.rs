@@ -3,14 +3,15 @@
 
 use std::time::Instant;
 
+use driver::browser::Engine;
 use driver::Role;
 
 use crate::support::{Pace, Scene, View, DEADLINE};
 
 /// deep_link: a tab on `/some/page?x=1` during an outage comes back to that same URL, plus
 /// `v=`. (static-main answers 404 for that path: only the URL matters here.)
-pub fn deep_link() {
-    let mut scene = Scene::start(Pace::Fast);
+pub fn deep_link(engine: Engine) {
+    let mut scene = Scene::start(engine, Pace::Fast);
     let fault = Instant::now();
     scene.crash(Role::ApiMain);
     scene.wait_haproxy_down(Role::ApiMain);
@@ -100,8 +101,8 @@ fn encode_component(raw: &str) -> String {
 /// hostile_return_targets: `/maintenance.html?return=<t>` with the stack healthy, for each
 /// hostile `t` both as written and percent-encoded once more: the tab ends on this origin at
 /// `/` with `v=`, never elsewhere. A well-formed target first, to show `return` is honoured.
-pub fn hostile_return_targets() {
-    let scene = Scene::start(Pace::Fast);
+pub fn hostile_return_targets(engine: Engine) {
+    let scene = Scene::start(engine, Pace::Fast);
     scene.open(&format!(
         "/maintenance.html?return={}",
         encode_component("/some/page?x=1")

@@ -1,5 +1,5 @@
-//! What every scenario shares: a stack with a www directory at a chosen pace, one Chromium
-//! tab, a reading of the page's test hooks, waits that print everything on timeout, and the
+//! What every scenario shares: a stack with a www directory at a chosen pace, one browser
+//! tab in the scenario's engine, a reading of the page's test hooks, waits that print everything on timeout, and the
 //! timing records behind the table printed at the end.
 
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use driver::browser::Browser;
+use driver::browser::{Browser, Engine};
 use driver::{default_www_dir, target_dir, Role, Signal, Stack};
 use serde::Deserialize;
 use tempfile::TempDir;
@@ -158,17 +158,17 @@ impl View {
 /// A running stack, the www directory it serves, and one browser tab.
 pub struct Scene {
     // Fields drop in order: the browser first, then the stack, then the www copy it served.
-    /// The Chromium tab.
+    /// The browser tab.
     pub tab: Browser,
     /// HAProxy and the four origins.
     pub stack: Stack,
     _www: Option<TempDir>,
-    name: &'static str,
+    key: Key,
 }
 
 impl Scene {
-    /// Starts a stack serving www/ at `pace`, and a browser.
-    pub fn start(pace: Pace) -> Scene {
+    /// Starts a stack serving www/ at `pace`, and a browser in `engine`.
+    pub fn start(engine: Engine, pace: Pace) -> Scene {
         let www = match pace {
             Pace::Shipped => None,
             paced => Some(paced_www(paced)),
@@ -178,12 +178,12 @@ impl Scene {
             builder = builder.www(dir.path());
         }
         let stack = builder.start();
-        let tab = Browser::start();
+        let tab = Browser::start(engine);
         Scene {
             tab,
             stack,
             _www: www,
-            name: current_scenario(),
+            key: (current_scenario(), engine),
         }
     }
 
@@ -306,28 +306,33 @@ impl Scene {
         self.stack.wait_server_status(role, "DOWN", DETECTION);
     }
 
-    /// Saves a screenshot as `target/screenshots/<file>`.
+    /// The engine the tab runs in.
+    pub fn engine(&self) -> Engine {
+        self.tab.engine()
+    }
+
+    /// Saves a screenshot as `target/screenshots/<engine>/<file>`.
     pub fn screenshot(&self, file: &str) {
-        let path = screenshot_dir().join(file);
+        let path = screenshot_dir().join(self.engine().name()).join(file);
         self.tab.screenshot(&path);
         eprintln!("    screenshot: {}", path.display());
     }
 
     /// Records how long it took from injecting a fault to the tab showing the outage.
     pub fn record_fault_to_maintenance(&self, took: Duration) {
-        record(self.name, |m| m.fault_to_maintenance.push(took));
+        record(self.key, |m| m.fault_to_maintenance.push(took));
     }
 
     /// Records how long it took from the stack being healthy again (restart or SIGCONT
     /// returned) to the tab being back.
     pub fn record_healthy_to_back(&self, took: Duration) {
-        record(self.name, |m| m.healthy_to_back.push(took));
+        record(self.key, |m| m.healthy_to_back.push(took));
     }
 
     /// Adds a note to this scenario's line in the timing table.
     pub fn note(&self, note: impl Into<String>) {
         let note = note.into();
-        record(self.name, |m| m.notes.push(note));
+        record(self.key, |m| m.notes.push(note));
     }
 }
 
@@ -419,7 +424,7 @@ pub fn all_servers_listed(view: &View) -> bool {
         .all(|role| view.servers.contains_key(role.name()))
 }
 
-/// `target/screenshots`.
+/// `target/screenshots` (one directory per engine below it).
 pub fn screenshot_dir() -> PathBuf {
     target_dir().join("screenshots")
 }
@@ -514,16 +519,20 @@ pub struct Measurements {
     notes: Vec<String>,
 }
 
-/// One line of the table printed after the run.
+/// A scenario in one engine.
+type Key = (&'static str, Engine);
+
+/// One scenario in one engine, for the table printed after the run.
 #[derive(Clone, Debug)]
 struct Row {
     name: &'static str,
+    engine: Engine,
     passed: bool,
     wall: Duration,
     measurements: Measurements,
 }
 
-static MEASUREMENTS: Mutex<BTreeMap<&'static str, Measurements>> = Mutex::new(BTreeMap::new());
+static MEASUREMENTS: Mutex<BTreeMap<Key, Measurements>> = Mutex::new(BTreeMap::new());
 static ROWS: Mutex<Vec<Row>> = Mutex::new(Vec::new());
 
 thread_local! {
@@ -534,25 +543,30 @@ fn current_scenario() -> &'static str {
     CURRENT.with(std::cell::Cell::get)
 }
 
-fn record(name: &'static str, change: impl FnOnce(&mut Measurements)) {
+fn record(key: Key, change: impl FnOnce(&mut Measurements)) {
     let mut all = MEASUREMENTS.lock().unwrap_or_else(|p| p.into_inner());
-    change(all.entry(name).or_default());
+    change(all.entry(key).or_default());
 }
 
-/// Runs one scenario, recording its outcome and wall time for the table; a panic becomes a
-/// failed trial with the panic's message.
-pub fn run(name: &'static str, scenario: fn()) -> Result<(), libtest_mimic::Failed> {
+/// Runs one scenario in `engine`, recording its outcome and wall time for the table; a panic
+/// becomes a failed trial with the panic's message.
+pub fn run(
+    name: &'static str,
+    engine: Engine,
+    scenario: fn(Engine),
+) -> Result<(), libtest_mimic::Failed> {
     CURRENT.with(|current| current.set(name));
     let started = Instant::now();
-    let outcome = panic::catch_unwind(AssertUnwindSafe(scenario));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| scenario(engine)));
     let wall = started.elapsed();
     let measurements = MEASUREMENTS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .remove(name)
+        .remove(&(name, engine))
         .unwrap_or_default();
     ROWS.lock().unwrap_or_else(|p| p.into_inner()).push(Row {
         name,
+        engine,
         passed: outcome.is_ok(),
         wall,
         measurements,
@@ -567,37 +581,89 @@ pub fn run(name: &'static str, scenario: fn()) -> Result<(), libtest_mimic::Fail
     })
 }
 
-/// The timing table of every scenario run so far.
+/// The timing table of every scenario run so far: a line per scenario, and per measure a
+/// column per engine that ran; the last line sums each engine's wall time.
 pub fn timing_table(total: Duration) -> String {
     let rows = ROWS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut engines: Vec<Engine> = rows.iter().map(|row| row.engine).collect();
+    engines.sort();
+    engines.dedup();
+    let mut names: Vec<&'static str> = Vec::new();
+    for row in &rows {
+        if !names.contains(&row.name) {
+            names.push(row.name);
+        }
+    }
+    let find = |name: &str, engine: Engine| {
+        rows.iter()
+            .find(|row| row.name == name && row.engine == engine)
+    };
+    // One group of columns per measure, one column per engine in each.
+    let cell = |text: String, width: usize| format!(" {text:<width$}");
     let mut out = String::new();
     let _ = writeln!(
         out,
         "\nbrowser scenarios: seconds; 'fault -> maintenance' runs from the fault (signal or \
          restart) until the tab shows the outage,\n'healthy -> back' from the server being \
-         healthy again (restart or SIGCONT returned) until the tab is back; n>1: median [max]"
+         healthy again (restart or SIGCONT returned) until the tab is back; n>1: median [max]; \
+         FAILED: the scenario failed in that engine"
     );
-    let _ = writeln!(
-        out,
-        "{:<44} {:<6} {:>7}  {:<22} {:<22} notes",
-        "scenario", "result", "wall", "fault -> maintenance", "healthy -> back"
-    );
-    for row in &rows {
-        let _ = writeln!(
-            out,
-            "{:<44} {:<6} {:>7.1}  {:<22} {:<22} {}",
-            row.name,
-            if row.passed { "ok" } else { "FAILED" },
-            row.wall.as_secs_f64(),
-            spread(&row.measurements.fault_to_maintenance),
-            spread(&row.measurements.healthy_to_back),
-            row.measurements.notes.join("; ")
-        );
+    let (wall_w, time_w) = (8, 16);
+    let mut header = format!("{:<44}", "");
+    let mut engine_line = format!("{:<44}", "scenario");
+    for (title, width) in [
+        ("wall", wall_w),
+        ("fault -> maintenance", time_w),
+        ("healthy -> back", time_w),
+    ] {
+        header.push_str(&cell(title.to_owned(), (width + 1) * engines.len() - 1));
+        for engine in &engines {
+            engine_line.push_str(&cell(engine.name().to_owned(), width));
+        }
+        header.push_str(" |");
+        engine_line.push_str(" |");
     }
+    let _ = writeln!(out, "{header} notes");
+    let _ = writeln!(out, "{engine_line}");
+    for name in &names {
+        let mut line = format!("{name:<44}");
+        let mut notes = Vec::new();
+        for measure in 0..3 {
+            for &engine in &engines {
+                let text = match (find(name, engine), measure) {
+                    (None, _) => "-".to_owned(),
+                    (Some(row), 0) if !row.passed => "FAILED".to_owned(),
+                    (Some(row), 0) => format!("{:.1}", row.wall.as_secs_f64()),
+                    (Some(row), 1) => spread(&row.measurements.fault_to_maintenance),
+                    (Some(row), _) => spread(&row.measurements.healthy_to_back),
+                };
+                line.push_str(&cell(text, if measure == 0 { wall_w } else { time_w }));
+            }
+            line.push_str(" |");
+        }
+        for &engine in &engines {
+            if let Some(row) = find(name, engine).filter(|row| !row.measurements.notes.is_empty()) {
+                notes.push(format!("{engine}: {}", row.measurements.notes.join("; ")));
+            }
+        }
+        let _ = writeln!(out, "{line} {}", notes.join(" / "));
+    }
+    let mut sums = format!("{:<44}", "all scenarios, per engine");
+    for &engine in &engines {
+        let wall: Duration = rows
+            .iter()
+            .filter(|r| r.engine == engine)
+            .map(|r| r.wall)
+            .sum();
+        sums.push_str(&cell(format!("{:.1}", wall.as_secs_f64()), wall_w));
+    }
+    let _ = writeln!(out, "{sums}");
     let _ = writeln!(
         out,
-        "{} scenarios in {:.1} s",
+        "{} runs ({} scenarios x {} engines) in {:.1} s",
         rows.len(),
+        names.len(),
+        engines.len(),
         total.as_secs_f64()
     );
     out

@@ -8,7 +8,8 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use driver::{browser::Browser, Role, Stack};
+use driver::browser::{Browser, Engine};
+use driver::{Role, Stack};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -123,7 +124,9 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
         ("base 5 s rule", base_www.path()),
     ];
     println!("P3: starting {TABS} headless Chromium windows");
-    let tabs: Vec<Browser> = (0..TABS).map(|_| Browser::start()).collect();
+    let tabs: Vec<Browser> = (0..TABS)
+        .map(|_| Browser::start(Engine::Chromium))
+        .collect();
     let mut medians = [Vec::new(), Vec::new()];
     let mut all_seconds = [Vec::new(), Vec::new()];
     let mut all_after_healthy = [Vec::new(), Vec::new()];

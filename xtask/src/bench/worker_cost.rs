@@ -5,7 +5,8 @@
 use std::{fs, time::Duration};
 
 use anyhow::{bail, Context, Result};
-use driver::{browser::Browser, Stack};
+use driver::browser::{Browser, Engine};
+use driver::Stack;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -102,7 +103,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
         bench.check_interrupt()?;
         // Without: a fresh browser on a site that never registers the worker.
         let stack = Stack::builder().www(bare.path()).build_id("bench").start();
-        let tab = Browser::start();
+        let tab = Browser::start(Engine::Chromium);
         // Warm up like the other variant, whose tab loads pages while the worker installs.
         for _ in 0..3 {
             tab.goto(&stack.url("/?p9=warm-up"));
@@ -122,7 +123,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
 
         // With: the shipped site, once the dashboard has installed the worker.
         let stack = Stack::builder().build_id("bench").start();
-        let tab = Browser::start();
+        let tab = Browser::start(Engine::Chromium);
         tab.goto(&stack.url("/"));
         tab.wait_for(
             INSTALL_DEADLINE,
