@@ -8,8 +8,8 @@
 //! maintenance page then returns only once the site has stayed healthy for
 //! [`GuardConfig::hold_ms`] (`RecoveryMachine::hold_healthy_for`) and says why. A return
 //! after which the dashboard stayed up for `short_ms` or longer clears the count, and so
-//! does a maintenance page opened by hand (no referrer from the site: the page's script then
-//! hands over no record).
+//! does a maintenance page opened by hand (no page of the site left the tab just before: the
+//! page's script then hands over no record).
 //!
 //! Bound: while the site flaps faster than `hold_ms`, a tab returns to the dashboard at most
 //! `trips` times, however long the flapping lasts; LiveView's guard instead reloads ten

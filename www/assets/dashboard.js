@@ -19,6 +19,16 @@ const LOST_JITTER = 0.2;
 
 const $ = (id) => document.getElementById(id);
 
+// The maintenance page's reload-loop guard counts a bounce only when a page of the site left
+// this tab a moment before it loaded (see maintenance.html).
+addEventListener("pagehide", () => {
+  try {
+    sessionStorage.siteLeftAt = String(Date.now());
+  } catch (e) {
+    // Storage refused (private mode): the guard then starts afresh on each page.
+  }
+});
+
 const state = {
   firstBuild: null,
   failures: 0,

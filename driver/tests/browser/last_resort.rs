@@ -129,9 +129,11 @@ fn read(scene: &Scene) -> Result<Tab, String> {
 }
 
 /// Fails at once on a browser error page: a loaded document without the app's markers.
+/// Firefox shows the empty document between two pages of a navigation as about:blank; that
+/// is no error page (those are chrome-error://, about:neterror, or the page at its URL).
 fn assert_not_stranded(tab: &Tab, scene: &Scene, journal: &str) {
     assert!(
-        tab.is_app() || tab.ready != "complete",
+        tab.is_app() || tab.ready != "complete" || tab.url == "about:blank",
         "the tab shows a page that is neither the dashboard nor the maintenance page (a \
          browser error page): {}\n{journal}\n{}",
         tab.line(),
@@ -424,6 +426,8 @@ pub fn kill_switch_removes_the_worker(engine: Engine) {
             }
         },
     );
+    // HAProxy back, so the scene's closing CSP check can read this origin's record.
+    scene.stack.haproxy_mut().restart();
     scene.note(format!(
         "after the kill switch: {} registrations, caches {:?}; then {}",
         gone.registrations.len(),

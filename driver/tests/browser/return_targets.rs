@@ -52,6 +52,11 @@ fn wait_back_at(scene: &Scene, path: &str, params: &[(&str, &str)]) -> View {
                 panic!("a dialog opened ({text:?}): the return target ran script");
             }
             let url = tab.try_current_url()?;
+            // Firefox reports the empty document between two pages of a navigation (one
+            // the service worker answers among them) as about:blank: not another site.
+            if url == "about:blank" {
+                return Err("between two documents (about:blank)".to_owned());
+            }
             let Some(local) = url.strip_prefix(&origin).filter(|l| l.starts_with('/')) else {
                 panic!("the tab left this origin ({origin}): it is at {url}");
             };
