@@ -19,15 +19,19 @@ const LOST_JITTER = 0.2;
 
 const $ = (id) => document.getElementById(id);
 
-// The maintenance page's reload-loop guard counts a bounce only when a page of the site left
-// this tab a moment before it loaded (see maintenance.html).
-addEventListener("pagehide", () => {
+// The maintenance page's reload-loop guard counts a bounce only when the site itself sent
+// the tab there a moment before (see maintenance.html): the dashboard marks its own
+// automatic navigations, and clears a mark it finds, so a page the user opens from here by
+// hand starts afresh.
+const markAutomaticNavigation = (mark) => {
   try {
-    sessionStorage.siteLeftAt = String(Date.now());
-  } catch (e) {
+    if (mark) sessionStorage.setItem("siteLeftAt", String(Date.now()));
+    else sessionStorage.removeItem("siteLeftAt");
+  } catch {
     // Storage refused (private mode): the guard then starts afresh on each page.
   }
-});
+};
+markAutomaticNavigation(false);
 
 const state = {
   firstBuild: null,
@@ -152,6 +156,7 @@ async function goToMaintenance() {
   if (state.leaving) return;
   if (!answered) return connectionLost();
   state.leaving = true;
+  markAutomaticNavigation(true);
   location.replace(maintenanceUrl());
 }
 
@@ -240,6 +245,7 @@ function reloadForBuild(build) {
     return; // without storage there is no loop guard, so no automatic reload
   }
   state.leaving = true;
+  markAutomaticNavigation(true);
   const url = new URL(location.href);
   url.searchParams.set("v", String(Date.now()));
   location.replace(url.href);
