@@ -4,14 +4,11 @@
 //! client probes both tiers until they are healthy again and then brings the tab back to
 //! where the user was. [`recovery`] holds the rules as a pure state machine, [`loop_guard`] the
 //! reload-loop guard, [`target`] the return-URL sanitising, and `web` (wasm32 only) the browser glue.
-#![cfg_attr(all(feature = "tiny-runtime", target_arch = "wasm32"), no_std)]
 
 extern crate alloc;
 
 pub mod loop_guard;
 pub mod recovery;
-#[cfg(all(feature = "tiny-runtime", target_arch = "wasm32"))]
-mod runtime;
 pub mod target;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

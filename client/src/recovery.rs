@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 
 use crate::target;
 
-/// Timing knobs, read from `data-*` attributes on the page's `<body>`.
+/// Timing knobs, read from `data-*` attributes on the page's `<body>` ([`Config::KNOBS`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Config {
     /// Time between two probe pairs before jitter (`data-interval-ms`).
@@ -30,8 +30,17 @@ pub struct Config {
     pub jitter: f64,
     /// Delay of the confirming pair after the first healthy one (`data-confirm-ms`, at most 1 s).
     pub confirm_ms: u32,
-    /// Navigation waits a random `0..spread_ms` after a confirmed recovery (`data-spread-ms`).
+    /// After a recovery that every tab learns at once (a probe-confirmed one, or the hint),
+    /// a random `0..spread_ms` spreads the tabs out (`data-spread-ms`).
     pub spread_ms: u32,
+    /// The wait after the page's first probe pair is a random part of the interval, so tabs
+    /// that arrived together probe (and so come back) spread over one interval
+    /// (`data-phase-spread`, `on` or `off`).
+    pub phase_spread: bool,
+    /// Waits on the fallback API's recovery hint ([`contract::RECOVERY_HINT_PATH`]), a
+    /// long-poll answered the moment HAProxy reports both main servers UP (`data-hint`, `on`
+    /// or `off`). The probes stay the rule of last resort.
+    pub hint: bool,
 }
 
 impl Default for Config {
@@ -40,39 +49,66 @@ impl Default for Config {
             interval_ms: 5000,
             timeout_ms: 3000,
             jitter: 0.2,
-            confirm_ms: 500,
-            spread_ms: 3000,
+            confirm_ms: 250,
+            spread_ms: 20_000,
+            phase_spread: true,
+            hint: true,
         }
     }
 }
 
+/// Longest wait for a recovery hint before it counts as failed: the fallback API answers
+/// "not yet" after at most [`contract::RECOVERY_HINT_HOLD_MAX_MS`].
+pub const HINT_TIMEOUT_MS: u32 = contract::RECOVERY_HINT_HOLD_MAX_MS + 10_000;
+
+/// A "not yet" that comes back sooner than this is a misbehaving server, not a long-poll:
+/// the hint then waits for the next probe pair instead of asking again at once.
+const HINT_MIN_HOLD_MS: u64 = 1000;
+
 impl Config {
-    /// Builds a configuration from the raw attribute values; a value that is absent, not a
-    /// plain decimal number, or out of its sane range falls back to that knob's default.
-    pub fn from_attributes(
-        interval_ms: Option<&str>,
-        timeout_ms: Option<&str>,
-        jitter: Option<&str>,
-        confirm_ms: Option<&str>,
-        spread_ms: Option<&str>,
-    ) -> Config {
+    /// The `<body>` attributes the client reads, in [`Config::from_attributes`]'s order.
+    pub const KNOBS: [&'static str; 7] = [
+        "data-interval-ms",
+        "data-timeout-ms",
+        "data-jitter",
+        "data-confirm-ms",
+        "data-spread-ms",
+        "data-phase-spread",
+        "data-hint",
+    ];
+
+    /// Builds a configuration from the page's attributes, `attribute(name)` giving the raw
+    /// value of each of [`Config::KNOBS`]; a value that is absent, not a plain decimal number
+    /// (or `on`/`off`), or out of its sane range falls back to that knob's default.
+    pub fn from_attributes(attribute: impl Fn(&str) -> Option<String>) -> Config {
+        let [interval_ms, timeout_ms, jitter, confirm_ms, spread_ms, phase_spread, hint] =
+            Config::KNOBS.map(attribute);
         let default = Config::default();
-        let ms = |raw: Option<&str>, min: u32, max: u32, fallback: u32| {
-            raw.and_then(parse_decimal)
+        let ms = |raw: &Option<String>, min: u32, max: u32, fallback: u32| {
+            raw.as_deref()
+                .and_then(parse_decimal)
                 .filter(|v| {
                     *v >= f64::from(min) && *v <= f64::from(max) && f64::from(*v as u32) == *v
                 })
                 .map_or(fallback, |v| v as u32)
         };
+        let switch = |raw: &Option<String>, fallback: bool| match raw.as_deref() {
+            Some("on") => true,
+            Some("off") => false,
+            _ => fallback,
+        };
         Config {
-            interval_ms: ms(interval_ms, 100, 3_600_000, default.interval_ms),
-            timeout_ms: ms(timeout_ms, 1, 60_000, default.timeout_ms),
+            interval_ms: ms(&interval_ms, 100, 3_600_000, default.interval_ms),
+            timeout_ms: ms(&timeout_ms, 1, 60_000, default.timeout_ms),
             jitter: jitter
+                .as_deref()
                 .and_then(parse_decimal)
                 .filter(|j| (0.0..=0.5).contains(j))
                 .unwrap_or(default.jitter),
-            confirm_ms: ms(confirm_ms, 0, 1000, default.confirm_ms),
-            spread_ms: ms(spread_ms, 0, 60_000, default.spread_ms),
+            confirm_ms: ms(&confirm_ms, 0, 1000, default.confirm_ms),
+            spread_ms: ms(&spread_ms, 0, 60_000, default.spread_ms),
+            phase_spread: switch(&phase_spread, default.phase_spread),
+            hint: switch(&hint, default.hint),
         }
     }
 
@@ -83,7 +119,17 @@ impl Config {
         (f64::from(self.interval_ms) * (1.0 + spread)) as u32
     }
 
-    /// The wait between a confirmed recovery and navigation: a random `0..spread_ms`.
+    /// The wait after the page's first probe pair: a random `0..interval_ms` with the phase
+    /// spread, else the jittered interval.
+    pub fn first_interval(&self, random: f64) -> u32 {
+        if self.phase_spread {
+            (unit(random) * f64::from(self.interval_ms)) as u32
+        } else {
+            self.jittered_interval(random)
+        }
+    }
+
+    /// The spreading wait after a recovery every tab learns at once: a random `0..spread_ms`.
     pub fn spread_delay(&self, random: f64) -> u32 {
         (unit(random) * f64::from(self.spread_ms)) as u32
     }
@@ -331,6 +377,75 @@ pub enum Event {
         /// Current time, ms since the epoch.
         now_ms: u64,
     },
+    /// The recovery hint asked for by [`Action::Hint`] with this `id` ended.
+    HintDone {
+        /// Current time, ms since the epoch.
+        now_ms: u64,
+        /// The `id` of the [`Action::Hint`] (a cancelled hint's late answer is ignored).
+        id: u32,
+        /// How it ended.
+        answer: HintAnswer,
+    },
+}
+
+/// How a recovery hint ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HintAnswer {
+    /// 200: HAProxy reports both main servers UP. `spread_ms` is the answer's spread for the
+    /// tabs it told at once (`None` when the body lacks a valid one).
+    Recovered {
+        /// The server's spread, ms.
+        spread_ms: Option<u32>,
+    },
+    /// 204: no news within the server's hold.
+    NotYet,
+    /// Anything else: another status, a network error, the client's timeout.
+    Failed,
+}
+
+impl HintAnswer {
+    /// Classifies an answer: 200 is recovered (with the body's `spread_ms`), 204 not yet,
+    /// anything else failed.
+    pub fn from_answer(status: u16, body: Option<&str>) -> HintAnswer {
+        match status {
+            200 => HintAnswer::Recovered {
+                spread_ms: body.and_then(|b| number_of(b, "spread_ms")),
+            },
+            204 => HintAnswer::NotYet,
+            _ => HintAnswer::Failed,
+        }
+    }
+}
+
+/// Reads the unsigned integer value of `"key"` in a small flat JSON object (at most 9 digits).
+pub fn number_of(body: &str, key: &str) -> Option<u32> {
+    let bytes = body.as_bytes();
+    let quoted = |at: usize| {
+        bytes.get(at) == Some(&b'"')
+            && bytes.get(at + 1..at + 1 + key.len()) == Some(key.as_bytes())
+            && bytes.get(at + 1 + key.len()) == Some(&b'"')
+    };
+    let at = (0..bytes.len()).find(|&i| quoted(i))?;
+    let mut rest = bytes.get(at + key.len() + 2..)?.iter().copied().peekable();
+    while rest.next_if(u8::is_ascii_whitespace).is_some() {}
+    if rest.next()? != b':' {
+        return None;
+    }
+    while rest.next_if(u8::is_ascii_whitespace).is_some() {}
+    let mut value: u32 = 0;
+    let mut digits = 0;
+    while let Some(b) = rest.next_if(u8::is_ascii_digit) {
+        value = value * 10 + u32::from(b - b'0');
+        digits += 1;
+        if digits > 9 {
+            return None;
+        }
+    }
+    match rest.peek() {
+        _ if digits == 0 => None,
+        None | Some(b',' | b'}' | b' ' | b'\n' | b'\r' | b'\t') => Some(value),
+        Some(_) => None,
+    }
 }
 
 /// Something for the browser glue to do.
@@ -346,6 +461,16 @@ pub enum Action {
     Wait(u32),
     /// Replace the page's location with this same-origin URL.
     Navigate(String),
+    /// Start the recovery hint (`GET` [`contract::RECOVERY_HINT_PATH`], aborted after
+    /// `timeout_ms`); then send [`Event::HintDone`] with this `id`.
+    Hint {
+        /// Identifies this hint's [`Event::HintDone`].
+        id: u32,
+        /// The client's own limit on the long-poll.
+        timeout_ms: u32,
+    },
+    /// Abort the hint in flight (the tab was hidden); its late answer is ignored.
+    CancelHint,
     /// Render this snapshot.
     Show(Status),
 }
@@ -455,6 +580,20 @@ pub struct RecoveryMachine {
     started: bool,
     /// The loop guard's hold: healthy this long before recovering (0: the confirmation alone).
     hold_ms: u64,
+    /// The first probe pair of the page has not finished yet (its wait is the phase spread).
+    first_pair: bool,
+    /// The id of the hint in flight, if any.
+    hint_in_flight: Option<u32>,
+    /// The id of the last hint started.
+    hint_id: u32,
+    /// When the last hint started.
+    hint_started_ms: u64,
+    /// No new hint before this time.
+    hint_next_ms: u64,
+    /// A hint said the site is back and the pair that checks it is due or in flight: a
+    /// healthy pair then ends the waiting at once (the hint was the first observation, and
+    /// the hint's spread already passed).
+    hinted: bool,
 }
 
 impl RecoveryMachine {
@@ -472,6 +611,12 @@ impl RecoveryMachine {
             hidden: false,
             started: false,
             hold_ms: 0,
+            first_pair: true,
+            hint_in_flight: None,
+            hint_id: 0,
+            hint_started_ms: 0,
+            hint_next_ms: 0,
+            hinted: false,
         }
     }
 
@@ -535,11 +680,21 @@ impl RecoveryMachine {
                 self.hidden = hidden;
                 if !hidden {
                     self.probe_soon(now_ms);
+                } else if self.hint_in_flight.take().is_some() {
+                    // A hidden tab holds no connection open (browsers allow six per site).
+                    actions.push(Action::CancelHint);
                 }
                 now_ms
             }
             Event::Online { now_ms } | Event::CheckNow { now_ms } => {
                 self.probe_soon(now_ms);
+                now_ms
+            }
+            Event::HintDone { now_ms, id, answer } => {
+                if self.hint_in_flight == Some(id) {
+                    self.hint_in_flight = None;
+                    self.hint_ended(now_ms, answer, random);
+                }
                 now_ms
             }
         };
@@ -568,6 +723,7 @@ impl RecoveryMachine {
         random: f64,
     ) {
         let held = now_ms.saturating_sub(self.since_ms);
+        let first_pair = core::mem::replace(&mut self.first_pair, false);
         match assess(static_tier, api_tier) {
             None if self.state == State::Confirming && held < self.hold_ms => {
                 // Probe on at the regular pace until the hold is over.
@@ -576,7 +732,15 @@ impl RecoveryMachine {
             None if self.state == State::Confirming => {
                 self.enter(State::Recovering, now_ms);
                 self.next_probe_ms = None;
-                self.navigate_at_ms = Some(now_ms + u64::from(self.config.spread_delay(random)));
+                // A tab that found the recovery with its own probes is spread out by its
+                // probe phase; without the phase spread, tabs that probe in step need the
+                // random spread. After a hint, the hint's spread has passed already.
+                let spread = if self.hinted || self.config.phase_spread {
+                    0
+                } else {
+                    self.config.spread_delay(random)
+                };
+                self.navigate_at_ms = Some(now_ms + u64::from(spread));
             }
             None => {
                 self.enter(State::Confirming, now_ms);
@@ -584,8 +748,52 @@ impl RecoveryMachine {
             }
             Some(state) => {
                 self.enter(state, now_ms);
-                self.next_probe_ms =
-                    Some(now_ms + u64::from(self.config.jittered_interval(random)));
+                let wait = if first_pair {
+                    self.config.first_interval(random)
+                } else {
+                    self.config.jittered_interval(random)
+                };
+                self.next_probe_ms = Some(now_ms + u64::from(wait));
+                if self.hinted {
+                    // The hint was wrong (or the site fell again): no new hint before the
+                    // next regular pair.
+                    self.hinted = false;
+                    self.hint_next_ms = now_ms + u64::from(wait);
+                }
+            }
+        }
+    }
+
+    fn hint_ended(&mut self, now_ms: u64, answer: HintAnswer, random: f64) {
+        match answer {
+            HintAnswer::Recovered { spread_ms } => {
+                if self.hinted || self.navigate_at_ms.is_some() {
+                    return;
+                }
+                self.hinted = true;
+                if self.state != State::Confirming {
+                    self.enter(State::Confirming, now_ms);
+                }
+                if !self.in_flight {
+                    // The pair that checks the hint comes after the hint's spread (capped by
+                    // the page's own limit), in place of the regular one: a regular pair due
+                    // sooner would bunch the tabs up again. A pair in flight checks it instead.
+                    let limit =
+                        spread_ms.map_or(self.config.spread_ms, |s| s.min(self.config.spread_ms));
+                    let spread = Config {
+                        spread_ms: limit,
+                        ..self.config
+                    }
+                    .spread_delay(random);
+                    self.next_probe_ms = Some(now_ms + u64::from(spread));
+                }
+            }
+            HintAnswer::NotYet
+                if now_ms.saturating_sub(self.hint_started_ms) >= HINT_MIN_HOLD_MS => {}
+            HintAnswer::NotYet | HintAnswer::Failed => {
+                // Ask again after the next regular pair, not at once: the fallback API may be
+                // gone, and then this tab must not hammer HAProxy.
+                self.hint_next_ms = now_ms + u64::from(self.config.interval_ms);
             }
         }
     }
@@ -599,6 +807,21 @@ impl RecoveryMachine {
 
     /// Starts whatever is due now, or asks to be woken when it will be.
     fn poll(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        if self.config.hint
+            && !self.hidden
+            && !self.hinted
+            && self.hint_in_flight.is_none()
+            && self.navigate_at_ms.is_none()
+            && now_ms >= self.hint_next_ms
+        {
+            self.hint_id = self.hint_id.wrapping_add(1);
+            self.hint_in_flight = Some(self.hint_id);
+            self.hint_started_ms = now_ms;
+            actions.push(Action::Hint {
+                id: self.hint_id,
+                timeout_ms: HINT_TIMEOUT_MS,
+            });
+        }
         if let Some(at) = self.navigate_at_ms {
             // A hidden tab still navigates: the page is ready when the user comes back.
             if now_ms >= at {
@@ -640,6 +863,19 @@ mod tests {
 
     const T0: u64 = 1_700_000_000_000;
 
+    /// The probe rules alone, with the timings these tests were written for: confirmation
+    /// 500 ms, spread 0-3 s after it, no phase spread, no hint. The hint and the phase spread
+    /// have tests of their own below.
+    fn classic() -> Config {
+        Config {
+            confirm_ms: 500,
+            spread_ms: 3000,
+            phase_spread: false,
+            hint: false,
+            ..Config::default()
+        }
+    }
+
     fn healthy(build: Option<&str>) -> HealthReport {
         HealthReport {
             outcome: Outcome::Healthy,
@@ -652,7 +888,7 @@ mod tests {
     }
 
     fn machine() -> RecoveryMachine {
-        RecoveryMachine::new(Config::default(), "/dash?x=1".to_owned())
+        RecoveryMachine::new(classic(), "/dash?x=1".to_owned())
     }
 
     /// A machine that has started and has its first probe pair in flight.
@@ -742,7 +978,7 @@ mod tests {
     fn timeout_comes_from_the_config_and_counts_as_unhealthy() {
         let config = Config {
             timeout_ms: 1234,
-            ..Config::default()
+            ..classic()
         };
         let mut m = RecoveryMachine::new(config, "/".to_owned());
         let a = m.handle(
@@ -825,15 +1061,15 @@ mod tests {
     #[test]
     fn jitter_stays_within_bounds() {
         for config in [
-            Config::default(),
+            classic(),
             Config {
                 interval_ms: 1000,
                 jitter: 0.5,
-                ..Config::default()
+                ..classic()
             },
             Config {
                 jitter: 0.0,
-                ..Config::default()
+                ..classic()
             },
         ] {
             let low = f64::from(config.interval_ms) * (1.0 - config.jitter);
@@ -864,7 +1100,7 @@ mod tests {
             }
         }
         // Out-of-range randomness is clamped, never stretches the bounds.
-        let config = Config::default();
+        let config = classic();
         for r in [-1.0, 1.0, 7.5, f64::NAN, f64::INFINITY] {
             let wait = config.jittered_interval(r);
             assert!((4000..=6000).contains(&wait), "{r} gave {wait}");
@@ -969,7 +1205,7 @@ mod tests {
 
     #[test]
     fn spread_stays_within_bounds() {
-        let config = Config::default();
+        let config = classic();
         let mut max_seen = 0;
         for i in 0..1000 {
             let r = f64::from(i) / 1000.0;
@@ -995,7 +1231,7 @@ mod tests {
         }
         let none = Config {
             spread_ms: 0,
-            ..Config::default()
+            ..classic()
         };
         assert_eq!(none.spread_delay(0.999), 0);
     }
@@ -1271,15 +1507,25 @@ mod tests {
 
     #[test]
     fn config_from_attributes() {
-        let c = Config::from_attributes(None, None, None, None, None);
-        assert_eq!(c, Config::default());
-        let c = Config::from_attributes(
-            Some("1000"),
-            Some("250"),
-            Some("0.1"),
-            Some("100"),
-            Some("0"),
-        );
+        /// A page whose `<body>` has these attributes.
+        fn page(attributes: &[(&str, &str)]) -> Config {
+            Config::from_attributes(|name| {
+                attributes
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            })
+        }
+        assert_eq!(page(&[]), Config::default());
+        let c = page(&[
+            ("data-interval-ms", "1000"),
+            ("data-timeout-ms", "250"),
+            ("data-jitter", "0.1"),
+            ("data-confirm-ms", "100"),
+            ("data-spread-ms", "0"),
+            ("data-phase-spread", "off"),
+            ("data-hint", "off"),
+        ]);
         assert_eq!(
             c,
             Config {
@@ -1288,28 +1534,32 @@ mod tests {
                 jitter: 0.1,
                 confirm_ms: 100,
                 spread_ms: 0,
+                phase_spread: false,
+                hint: false,
             }
         );
         // Invalid values fall back one by one.
-        let c = Config::from_attributes(
-            Some("-5"),
-            Some("abc"),
-            Some("2"),
-            Some("1500"),
-            Some("1.5"),
-        );
+        let c = page(&[
+            ("data-interval-ms", "-5"),
+            ("data-timeout-ms", "abc"),
+            ("data-jitter", "2"),
+            ("data-confirm-ms", "1500"),
+            ("data-spread-ms", "1.5"),
+            ("data-phase-spread", "no"),
+            ("data-hint", "OFF"),
+        ]);
         assert_eq!(c, Config::default());
         for bad in ["", " 5000", "5e3", "0x10", ".", "1..2", "99999999999", "50"] {
             assert_eq!(
-                Config::from_attributes(Some(bad), None, None, None, None).interval_ms,
+                page(&[("data-interval-ms", bad)]).interval_ms,
                 5000,
                 "{bad:?}"
             );
         }
-        assert_eq!(
-            Config::from_attributes(None, None, Some(".25"), None, None).jitter,
-            0.25
-        );
+        assert_eq!(page(&[("data-jitter", ".25")]).jitter, 0.25);
+        // Every knob is read: a page that sets all of them to a non-default value changes
+        // every field.
+        assert_eq!(Config::KNOBS.len(), 7);
     }
 
     #[test]
@@ -1335,5 +1585,275 @@ mod tests {
         let mut s = String::new();
         push_decimal(&mut s, u64::MAX);
         assert_eq!(s, u64::MAX.to_string());
+    }
+
+    /// The page as shipped by default: phase spread and hint on.
+    fn started() -> (RecoveryMachine, Vec<Action>) {
+        let mut m = RecoveryMachine::new(Config::default(), "/dash".to_owned());
+        let a = m.handle(
+            Event::Start {
+                now_ms: T0,
+                hidden: false,
+            },
+            0.5,
+        );
+        (m, a)
+    }
+
+    fn hints(actions: &[Action]) -> Vec<u32> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Hint { id, timeout_ms } => {
+                    assert_eq!(*timeout_ms, HINT_TIMEOUT_MS);
+                    Some(*id)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn hint(now_ms: u64, id: u32, answer: HintAnswer) -> Event {
+        Event::HintDone { now_ms, id, answer }
+    }
+
+    const BACK_IN_10_S: HintAnswer = HintAnswer::Recovered {
+        spread_ms: Some(10_000),
+    };
+
+    #[test]
+    fn phase_spread_makes_the_first_wait_a_random_part_of_the_interval() {
+        for (r, first) in [(0.1, 500), (0.25, 1250), (0.999, 4995)] {
+            let (mut m, _) = started();
+            let a = m.handle(done(T0 + 10, down(503), down(503)), r);
+            assert_eq!(waits(&a), vec![first], "random {r}");
+            // Later waits are the jittered interval again.
+            m.handle(
+                Event::Tick {
+                    now_ms: T0 + 10 + u64::from(first),
+                },
+                0.5,
+            );
+            let a = m.handle(done(T0 + 20 + u64::from(first), down(503), down(503)), 0.0);
+            assert_eq!(waits(&a), vec![4000]);
+        }
+        // Without it, the first wait is jittered like every other.
+        let mut m = RecoveryMachine::new(classic(), "/".to_owned());
+        m.handle(
+            Event::Start {
+                now_ms: T0,
+                hidden: false,
+            },
+            0.5,
+        );
+        assert_eq!(
+            waits(&m.handle(done(T0, down(503), down(503)), 0.0)),
+            vec![4000]
+        );
+    }
+
+    #[test]
+    fn a_probe_found_recovery_with_phase_spread_returns_without_a_further_spread() {
+        let (mut m, _) = started();
+        let a = m.handle(done(T0 + 10, healthy(None), healthy(None)), 0.9);
+        assert_eq!(waits(&a), vec![250], "the confirming pair");
+        m.handle(Event::Tick { now_ms: T0 + 260 }, 0.9);
+        let a = m.handle(done(T0 + 270, healthy(None), healthy(None)), 0.9);
+        assert_eq!(navigations(&a), vec!["/dash?v=1700000000270".to_owned()]);
+    }
+
+    #[test]
+    fn the_hint_starts_with_the_page_and_a_recovered_hint_is_checked_after_its_spread() {
+        let (mut m, a) = started();
+        assert_eq!(hints(&a), vec![1]);
+        assert_eq!(probes(&a), 1, "the first pair goes out beside the hint");
+        let a = m.handle(done(T0 + 10, healthy(None), down(503)), 0.5);
+        assert!(hints(&a).is_empty(), "one hint at a time");
+        assert_eq!(shown(&a).state, State::ApiDown);
+        // The hint: back, spread 10 s; this tab draws 0.3 of it.
+        let a = m.handle(hint(T0 + 30_000, 1, BACK_IN_10_S), 0.3);
+        assert_eq!(waits(&a), vec![3000]);
+        assert_eq!(shown(&a).state, State::Confirming);
+        assert!(navigations(&a).is_empty());
+        let a = m.handle(
+            Event::Tick {
+                now_ms: T0 + 33_000,
+            },
+            0.5,
+        );
+        assert_eq!(probes(&a), 1);
+        assert!(
+            hints(&a).is_empty(),
+            "no hint while one said the site is back"
+        );
+        // One healthy pair after the hint is the whole confirmation.
+        let a = m.handle(done(T0 + 33_010, healthy(None), healthy(None)), 0.5);
+        assert_eq!(navigations(&a), vec!["/dash?v=1700000033010".to_owned()]);
+    }
+
+    #[test]
+    fn the_hint_spread_is_capped_by_the_page() {
+        for (answer, spread) in [
+            (
+                HintAnswer::Recovered {
+                    spread_ms: Some(1_000_000),
+                },
+                20_000,
+            ),
+            (HintAnswer::Recovered { spread_ms: None }, 20_000),
+            (HintAnswer::Recovered { spread_ms: Some(0) }, 0),
+        ] {
+            let (mut m, _) = started();
+            m.handle(done(T0 + 10, healthy(None), down(503)), 0.5);
+            let a = m.handle(hint(T0 + 100, 1, answer), 0.999_999);
+            let wait = waits(&a).first().copied().unwrap_or(0);
+            assert!(
+                wait <= spread && wait + 1 >= spread,
+                "{answer:?}: waited {wait}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_hint_goes_back_to_probing_and_asks_again_after_the_next_pair() {
+        let (mut m, _) = started();
+        m.handle(done(T0 + 10, healthy(None), down(503)), 0.5);
+        // This tab draws 0 of the spread: the checking pair goes out at once.
+        let a = m.handle(hint(T0 + 1000, 1, BACK_IN_10_S), 0.0);
+        assert_eq!(probes(&a), 1);
+        let a = m.handle(done(T0 + 1010, healthy(None), down(503)), 0.0);
+        assert_eq!(shown(&a).state, State::ApiDown);
+        assert!(navigations(&a).is_empty());
+        assert!(hints(&a).is_empty(), "not at once");
+        assert_eq!(waits(&a), vec![4000]);
+        let a = m.handle(Event::Tick { now_ms: T0 + 5010 }, 0.5);
+        assert_eq!(probes(&a), 1);
+        assert_eq!(hints(&a), vec![2]);
+    }
+
+    #[test]
+    fn not_yet_asks_again_at_once_and_a_failure_waits_for_the_next_pair() {
+        let (mut m, _) = started();
+        m.handle(done(T0 + 10, healthy(None), down(503)), 0.5);
+        // A long-poll that held 20 s: ask again at once.
+        let a = m.handle(hint(T0 + 20_000, 1, HintAnswer::NotYet), 0.5);
+        assert_eq!(hints(&a), vec![2]);
+        // One that came back after 10 ms is no long-poll: wait for the next pair.
+        let a = m.handle(hint(T0 + 20_010, 2, HintAnswer::NotYet), 0.5);
+        assert!(hints(&a).is_empty());
+        let a = m.handle(
+            Event::Tick {
+                now_ms: T0 + 25_010,
+            },
+            0.5,
+        );
+        assert_eq!(hints(&a), vec![3]);
+        // A failure (fallback gone, 503, timeout) waits too.
+        let a = m.handle(hint(T0 + 25_020, 3, HintAnswer::Failed), 0.5);
+        assert!(hints(&a).is_empty());
+        let a = m.handle(
+            Event::Tick {
+                now_ms: T0 + 26_000,
+            },
+            0.5,
+        );
+        assert!(hints(&a).is_empty(), "not before an interval has passed");
+        let a = m.handle(
+            Event::Tick {
+                now_ms: T0 + 30_020,
+            },
+            0.5,
+        );
+        assert_eq!(hints(&a), vec![4]);
+    }
+
+    #[test]
+    fn a_hidden_tab_cancels_its_hint_and_ignores_the_late_answer() {
+        let (mut m, _) = started();
+        m.handle(done(T0 + 10, healthy(None), down(503)), 0.5);
+        let a = m.handle(
+            Event::VisibilityChanged {
+                now_ms: T0 + 100,
+                hidden: true,
+            },
+            0.5,
+        );
+        assert!(a.contains(&Action::CancelHint));
+        // The aborted request's answer arrives later: ignored.
+        let before = m.status();
+        let a = m.handle(hint(T0 + 150, 1, BACK_IN_10_S), 0.5);
+        assert_eq!(shown(&a), before);
+        let a = m.handle(
+            Event::VisibilityChanged {
+                now_ms: T0 + 200,
+                hidden: false,
+            },
+            0.5,
+        );
+        assert_eq!(hints(&a), vec![2]);
+        assert_eq!(probes(&a), 1);
+        // The answer of a hint other than the one in flight is ignored too.
+        let before = m.status();
+        assert_eq!(
+            shown(&m.handle(hint(T0 + 300, 1, BACK_IN_10_S), 0.5)),
+            before
+        );
+    }
+
+    #[test]
+    fn a_hint_does_not_shorten_the_loop_guard_hold() {
+        let (mut m, _) = started();
+        m.hold_healthy_for(30_000);
+        m.handle(done(T0 + 10, healthy(None), down(503)), 0.5);
+        m.handle(hint(T0 + 1000, 1, BACK_IN_10_S), 0.0);
+        m.handle(Event::Tick { now_ms: T0 + 1000 }, 0.5);
+        let a = m.handle(done(T0 + 1010, healthy(None), healthy(None)), 0.5);
+        assert!(navigations(&a).is_empty());
+        assert_eq!(waits(&a), vec![5000]);
+        let mut t = T0 + 1010;
+        while t < T0 + 31_010 {
+            t += 5000;
+            m.handle(Event::Tick { now_ms: t }, 0.5);
+            let a = m.handle(done(t, healthy(None), healthy(None)), 0.5);
+            if t - 1000 - T0 >= 30_000 {
+                assert_eq!(navigations(&a).len(), 1);
+                return;
+            }
+            assert!(navigations(&a).is_empty(), "at {}", t - T0);
+        }
+        panic!("never navigated");
+    }
+
+    #[test]
+    fn hint_answers() {
+        let body = r#"{"recovered":true,"spread_ms":15}"#;
+        assert_eq!(
+            HintAnswer::from_answer(200, Some(body)),
+            HintAnswer::Recovered {
+                spread_ms: Some(15)
+            }
+        );
+        assert_eq!(
+            HintAnswer::from_answer(200, None),
+            HintAnswer::Recovered { spread_ms: None }
+        );
+        assert_eq!(HintAnswer::from_answer(204, None), HintAnswer::NotYet);
+        for status in [0, 201, 302, 404, 500, 503] {
+            assert_eq!(HintAnswer::from_answer(status, None), HintAnswer::Failed);
+        }
+        for (body, value) in [
+            (r#"{"spread_ms": 0}"#, Some(0)),
+            (r#"{"a":1, "spread_ms" :  250 }"#, Some(250)),
+            (r#"{"spread_ms":999999999}"#, Some(999_999_999)),
+            (r#"{"spread_ms":1000000000}"#, None),
+            (r#"{"spread_ms":-5}"#, None),
+            (r#"{"spread_ms":1.5}"#, None),
+            (r#"{"spread_ms":"5"}"#, None),
+            (r#"{"xspread_ms":5}"#, None),
+            (r#"{"spread_ms"}"#, None),
+            ("", None),
+        ] {
+            assert_eq!(number_of(body, "spread_ms"), value, "{body}");
+        }
     }
 }

@@ -2,10 +2,10 @@
 //! actions with `fetch`, timers and the DOM.
 //!
 //! The page lives until it navigates, so the event listeners and the countdown ticker are
-//! deliberately leaked (`forget`). The one wake-up the machine asks for is a [`Timer`], an
-//! RAII `setTimeout` handle that the next [`Action::Wait`] replaces (and so cancels).
-//! (gloo-timers does the same, but it enables wasm-bindgen's `std` feature, which the
-//! `no_std` production build cannot have.)
+//! deliberately leaked (`forget`). The one wake-up the machine asks for is a gloo-timers
+//! [`Timeout`], which the next [`Action::Wait`] replaces (dropping it cancels it). The
+//! recovery hint is one `fetch` under an `AbortController`, aborted by [`Action::CancelHint`]
+//! or by its own `Timeout`.
 
 use alloc::borrow::ToOwned;
 use alloc::rc::Rc;
@@ -13,29 +13,33 @@ use alloc::string::String;
 use core::cell::RefCell;
 use core::future::Future;
 
+use gloo_timers::callback::Timeout;
 use js_sys::Promise;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{
-    AbortSignal, Document, EventTarget, RequestCache, RequestInit, RequestRedirect, Response,
+    AbortController, AbortSignal, Document, EventTarget, RequestCache, RequestInit,
+    RequestRedirect, Response,
 };
 
 use crate::loop_guard::{GuardConfig, Trips, TRIPS_ATTRIBUTE};
 use crate::recovery::{
-    clock_text, Action, Config, Event, HealthReport, Outcome, RecoveryMachine, Status,
+    clock_text, Action, Config, Event, HealthReport, HintAnswer, Outcome, RecoveryMachine, Status,
 };
 use crate::target::return_target;
 
 /// The static tier's health endpoint.
-pub const STATIC_HEALTH: &str = "/healthz";
+pub const STATIC_HEALTH: &str = contract::Tier::Static.health_path();
 /// The API tier's health endpoint.
-pub const API_HEALTH: &str = "/api/healthz";
+pub const API_HEALTH: &str = contract::Tier::Api.health_path();
 
 struct App {
     document: Document,
     machine: RefCell<RecoveryMachine>,
-    timer: RefCell<Option<Timer>>,
+    timer: RefCell<Option<Timeout>>,
+    /// The recovery hint in flight: its abort handle and its own timeout.
+    hint: RefCell<Option<(AbortController, Timeout)>>,
     /// The loop guard's record of this tab, updated when the client takes the tab back.
     trips: core::cell::Cell<Trips>,
 }
@@ -49,14 +53,8 @@ pub fn run() -> Result<(), JsValue> {
         return Ok(());
     }
     let body = document.body().ok_or("no body")?;
-    let attr = |name| body.get_attribute(name);
-    let config = Config::from_attributes(
-        attr("data-interval-ms").as_deref(),
-        attr("data-timeout-ms").as_deref(),
-        attr("data-jitter").as_deref(),
-        attr("data-confirm-ms").as_deref(),
-        attr("data-spread-ms").as_deref(),
-    );
+    let attr = |name: &str| body.get_attribute(name);
+    let config = Config::from_attributes(attr);
     let mut machine = RecoveryMachine::new(config, page_target()?);
     let guard = GuardConfig::default();
 
@@ -70,6 +68,7 @@ pub fn run() -> Result<(), JsValue> {
     let app = Rc::new(App {
         machine: RefCell::new(machine),
         timer: RefCell::new(None),
+        hint: RefCell::new(None),
         trips: core::cell::Cell::new(trips),
         document: document.clone(),
     });
@@ -164,9 +163,17 @@ fn dispatch(app: &Rc<App>, event: Event) {
             }
             Action::Wait(ms) => {
                 // Replacing the handle cancels the previous wait. When this runs inside that
-                // timer's own callback, wasm-bindgen frees it once the callback returns.
-                let timer = Timer::new(ms, handler(app, |_| Event::Tick { now_ms: now() }));
-                *app.timer.borrow_mut() = timer.ok();
+                // timer's own callback, gloo-timers frees it once the callback returns.
+                let app_ = app.clone();
+                let timer =
+                    Timeout::new(ms, move || dispatch(&app_, Event::Tick { now_ms: now() }));
+                *app.timer.borrow_mut() = Some(timer);
+            }
+            Action::Hint { id, timeout_ms } => start_hint(app, id, timeout_ms),
+            Action::CancelHint => {
+                if let Some((controller, _timeout)) = app.hint.borrow_mut().take() {
+                    controller.abort();
+                }
             }
             Action::Navigate(url) => {
                 app.timer.borrow_mut().take();
@@ -192,35 +199,39 @@ fn save_trips(document: &Document, trips: &Trips) {
     }
 }
 
-/// A pending `setTimeout`; dropping it cancels the call.
-#[must_use]
-struct Timer {
-    id: i32,
-    _callback: Closure<dyn FnMut()>,
+/// Starts the recovery hint: `GET` [`contract::RECOVERY_HINT_PATH`] like a probe, under an
+/// `AbortController` that [`Action::CancelHint`] or the hint's own `timeout_ms` aborts.
+fn start_hint(app: &Rc<App>, id: u32, timeout_ms: u32) {
+    let Ok(controller) = AbortController::new() else {
+        return dispatch(app, hint_done(id, HintAnswer::Failed));
+    };
+    let request = fetch(contract::RECOVERY_HINT_PATH, &controller.signal());
+    let abort = controller.clone();
+    let timeout = Timeout::new(timeout_ms, move || abort.abort());
+    *app.hint.borrow_mut() = Some((controller, timeout));
+    let app = app.clone();
+    spawn_local(async move {
+        let answer = hint_answer(request).await.unwrap_or(HintAnswer::Failed);
+        app.hint.borrow_mut().take();
+        dispatch(&app, hint_done(id, answer));
+    });
 }
 
-impl Timer {
-    /// Calls `callback` once after `ms` milliseconds, unless dropped first.
-    fn new(ms: u32, callback: Closure<dyn FnMut()>) -> Result<Timer, JsValue> {
-        let id = web_sys::window()
-            .ok_or("no window")?
-            .set_timeout_with_callback_and_timeout_and_arguments_0(
-                callback.as_ref().unchecked_ref(),
-                i32::try_from(ms).unwrap_or(i32::MAX),
-            )?;
-        Ok(Timer {
-            id,
-            _callback: callback,
-        })
+fn hint_done(id: u32, answer: HintAnswer) -> Event {
+    Event::HintDone {
+        now_ms: now(),
+        id,
+        answer,
     }
 }
 
-impl Drop for Timer {
-    fn drop(&mut self) {
-        if let Some(window) = web_sys::window() {
-            window.clear_timeout_with_handle(self.id);
-        }
-    }
+async fn hint_answer(request: Result<Promise, JsValue>) -> Result<HintAnswer, JsValue> {
+    let response: Response = JsFuture::from(request?).await?.dyn_into()?;
+    let body = match response.status() {
+        200 => JsFuture::from(response.text()?).await?.as_string(),
+        _ => None,
+    };
+    Ok(HintAnswer::from_answer(response.status(), body.as_deref()))
 }
 
 /// Probes `url` once: `GET`, `cache: "no-store"`, `redirect: "manual"`, aborted after

@@ -39,6 +39,31 @@ pub const MAINTENANCE_JSON: &str = r#"{"status":"maintenance"}"#;
 /// default `--retry-after`.
 pub const RETRY_AFTER_S: u32 = 5;
 
+/// The recovery hint: a long-poll the maintenance page holds while it waits. HAProxy sends it
+/// to api-fallback (its own backend, `hint` in haproxy.cfg, so waiting tabs never take the API
+/// tier's connection slots), which answers 200 the moment HAProxy reports both main servers
+/// UP, or 204 ("not yet") after a hold of [`RECOVERY_HINT_HOLD_MIN_MS`] to
+/// [`RECOVERY_HINT_HOLD_MAX_MS`].
+pub const RECOVERY_HINT_PATH: &str = "/api/recovery-hint";
+
+/// The shortest hold of a recovery hint without news (the holds are spread so that tabs
+/// which started together do not ask again together).
+pub const RECOVERY_HINT_HOLD_MIN_MS: u32 = 15_000;
+
+/// The longest hold of a recovery hint without news: under haproxy.cfg's `timeout server`
+/// of the `hint` backend.
+pub const RECOVERY_HINT_HOLD_MAX_MS: u32 = 25_000;
+
+/// How fast the tabs told of a recovery come back, at most: the hint's answer carries
+/// `spread_ms`, the number of tabs it tells at once times 1000 / this, and each tab waits a
+/// random part of it. 15 tabs then come back within 15 ms, 10,000 within 10 s.
+pub const RECOVERY_HINT_TABS_PER_S: u32 = 1000;
+
+/// The `spread_ms` of a hint answer that tells `tabs` tabs at once.
+pub const fn recovery_hint_spread_ms(tabs: u64) -> u64 {
+    tabs.saturating_mul(1000) / RECOVERY_HINT_TABS_PER_S as u64
+}
+
 /// Files `haproxy.cfg` answers from memory (`http-request return ... file`), relative to
 /// `WWW_DIR`. HAProxy reads them at start and reload; a missing one is fatal.
 pub const HAPROXY_SERVED_FILES: [&str; 4] = [

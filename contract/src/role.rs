@@ -28,7 +28,7 @@ impl Tier {
 
     /// The path HAProxy checks on the main server (`http-check send ... uri`), and the
     /// recovery client probes through HAProxy.
-    pub fn health_path(self) -> &'static str {
+    pub const fn health_path(self) -> &'static str {
         match self {
             Tier::Static => "/healthz",
             Tier::Api => "/api/healthz",

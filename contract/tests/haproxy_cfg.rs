@@ -163,3 +163,42 @@ fn haproxy_serves_exactly_the_contracts_files_within_one_buffer() {
          the default"
     );
 }
+
+#[test]
+fn the_recovery_hint_has_its_own_backend_that_outwaits_the_hold() {
+    let config = config();
+    let frontend = section(&config, "frontend public");
+    let rule = format!(
+        "use_backend hint if {{ path {} }}",
+        contract::RECOVERY_HINT_PATH
+    );
+    let hint_rule = frontend.iter().position(|line| *line == rule);
+    let api_rule = frontend
+        .iter()
+        .position(|line| line.starts_with("use_backend api "));
+    assert!(
+        matches!((hint_rule, api_rule), (Some(h), Some(a)) if h < a),
+        "frontend public must send {} to backend hint before the API rule",
+        contract::RECOVERY_HINT_PATH
+    );
+    let backend = section(&config, "backend hint");
+    let timeout = backend
+        .iter()
+        .find_map(|line| line.strip_prefix("timeout server "))
+        .expect("backend hint sets `timeout server`");
+    let seconds: u32 = timeout
+        .strip_suffix('s')
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("`timeout server {timeout}` is not whole seconds"));
+    assert!(
+        seconds * 1000 > contract::RECOVERY_HINT_HOLD_MAX_MS,
+        "HAProxy would cut a quiet long-poll before api-fallback answers it"
+    );
+    let server = format!("server {} ", Role::ApiFallback.name());
+    assert!(
+        backend
+            .iter()
+            .any(|line| line.starts_with(&server) && !line.contains(" check")),
+        "backend hint sends to api-fallback, unchecked"
+    );
+}

@@ -69,7 +69,7 @@ impl FromStr for Server {
 }
 
 /// The command line of `role`'s origin server: `origin <role> --listen <listen> --build-id
-/// <id>`, plus `--www` for the static tier and `--haproxy-socket` for api-main. Ready once it
+/// <id>`, plus `--www` for the static tier and `--haproxy-socket` for the API tier. Ready once it
 /// prints its address; restarts keep that address.
 pub fn origin_spec(
     binary: &Path,
@@ -88,7 +88,8 @@ pub fn origin_spec(
     if role.tier() == Tier::Static {
         spec = spec.arg("--www").arg(www);
     }
-    if role == Role::ApiMain {
+    if role.tier() == Tier::Api {
+        // api-main for /api/data, api-fallback for the recovery hint.
         spec = spec.arg("--haproxy-socket").arg(stats_socket);
     }
     spec

@@ -217,6 +217,23 @@ pub struct ApiMain {
 #[derive(Clone, Debug, Args)]
 #[group(skip)]
 pub struct ApiFallback {
+    /// HAProxy's stats socket (runtime API), read while a recovery hint waits.
+    #[arg(
+        long,
+        env = "ORIGIN_HAPROXY_SOCKET",
+        value_name = "PATH",
+        default_value = "target/stack/haproxy.sock"
+    )]
+    pub haproxy_socket: PathBuf,
+
+    /// Longest wait for the stats socket (connect, command and answer together).
+    #[arg(skip = DEFAULT_STATS_TIMEOUT)]
+    pub stats_timeout: Duration,
+
+    /// The recovery hint's shared state (one for all workers).
+    #[arg(skip)]
+    pub hint: crate::hint::Hint,
+
     /// Build id reported in logs and metrics.
     #[arg(long, env = "ORIGIN_BUILD_ID", value_name = "ID", default_value = DEFAULT_BUILD_ID)]
     pub build_id: String,

@@ -9,6 +9,7 @@ use actix_web::{middleware, web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use crate::config::{ApiFallback, StaticFallback};
+use crate::hint;
 use crate::metrics::{metrics_endpoint, Metrics};
 use crate::{get_or_head, reject_escaping_paths};
 
@@ -17,14 +18,22 @@ pub const BUILT_IN_MAINTENANCE_PAGE: &str = "<!doctype html>\n<html lang=\"en\">
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>Under maintenance</title>\n\
 <h1>Under maintenance</h1>\n<p>This site is under maintenance. Please try again in a few minutes.</p>\n</html>\n";
 
-/// Registers `api-fallback`: every request but `/metrics` gets 503 `{"status":"maintenance"}`,
-/// `Cache-Control: no-store` and `Retry-After`.
+/// Registers `api-fallback`: the recovery hint ([`hint`]); every other request but `/metrics`
+/// gets 503 `{"status":"maintenance"}`, `Cache-Control: no-store` and `Retry-After`.
 pub fn configure_api_fallback(cfg: &mut web::ServiceConfig, api: &ApiFallback, metrics: &Metrics) {
     let retry_after = api.retry_after;
     cfg.app_data(web::Data::new(metrics.clone())).service(
         web::scope("")
             .wrap(metrics.observe())
             .service(web::resource("/metrics").route(web::get().to(metrics_endpoint)))
+            .configure(|cfg| {
+                hint::configure(
+                    cfg,
+                    &api.hint,
+                    api.haproxy_socket.clone(),
+                    api.stats_timeout,
+                )
+            })
             .default_service(web::to(move || async move {
                 HttpResponse::ServiceUnavailable()
                     .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -7,7 +7,7 @@
 //! | `static-main` | the dashboard and its assets from `www/` (loaded into memory at start), cache-friendly |
 //! | `static-fallback` | the maintenance page (503) at every URL, plus its own assets |
 //! | `api-main` | `/api/healthz` and `/api/data` (host metrics, HAProxy's server states) |
-//! | `api-fallback` | 503 `{"status":"maintenance"}` for everything |
+//! | `api-fallback` | 503 `{"status":"maintenance"}` for everything but the recovery hint (a long-poll answered when HAProxy reports both main servers UP) |
 //!
 //! Each role is a `configure_*` function over [`actix_web::web::ServiceConfig`], used alike by
 //! the binary and by the tests (`App::new().configure(..)`). What a role serves from memory is
@@ -24,6 +24,7 @@ pub mod api;
 pub mod config;
 pub mod fallback;
 pub mod haproxy_stats;
+pub mod hint;
 pub mod host;
 pub mod listener;
 pub mod metrics;

@@ -10,6 +10,8 @@ const REFRESH_MS = Math.max(250, parseInt(body.dataset.refreshMs, 10) || 2000);
 // waits in HAProxy's queue, and an answer that does arrive must not count as an outage.
 const TIMEOUT_MS = 3000;
 const HISTORY_MS = 5 * 60 * 1000;
+// The latest /api/data, kept for the maintenance page (www/maintenance.html reads this key).
+const LAST_KNOWN_KEY = "lastKnownState";
 // Builds this tab already reloaded for; a list, so A -> B -> A -> B cannot loop either.
 const RELOADED_KEY = "dashboardReloadedBuilds";
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -502,6 +504,32 @@ function render(data) {
   const load = data.host && Array.isArray(data.host.load) ? data.host.load[0] : null;
   pushHistory({ t: state.lastOkAt, load: Number.isFinite(load) ? load : null, rates });
   drawCharts();
+  keepLastKnown(data, hap, state.lastOkAt);
+}
+
+/**
+ * Keeps the latest answer, compactly and with the time it was fetched, in localStorage: the
+ * maintenance page shows it during an outage as the last known state, marked with its age.
+ */
+function keepLastKnown(data, hap, at) {
+  const host = data.host || {};
+  const snapshot = {
+    at,
+    host: {
+      hostname: host.hostname,
+      load: host.load,
+      memory: host.memory,
+      uptime_s: host.uptime_s,
+    },
+    servers: hap.reachable
+      ? (hap.servers || []).map((s) => ({ backend: s.backend, server: s.server, state: s.state }))
+      : [],
+  };
+  try {
+    localStorage.setItem(LAST_KNOWN_KEY, JSON.stringify(snapshot));
+  } catch {
+    // Storage refused or full: the maintenance page then shows no last known state.
+  }
 }
 
 // ---------------------------------------------------------------- charts

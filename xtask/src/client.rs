@@ -14,8 +14,7 @@ use crate::{cmd, install};
 /// Arguments to `wasm-pack`. `--profile wasm-release` is the root manifest's smallest-Wasm
 /// profile (lto, panic = "abort"; client/Cargo.toml gives it wasm-opt `-Oz`).
 /// `--mode no-install` makes a wasm-bindgen version mismatch fail loudly instead of
-/// triggering a download this network cannot do. After `--`, cargo's arguments: the
-/// client's `tiny-runtime` feature (no_std, small allocator) is for this build only.
+/// triggering a download this network cannot do.
 pub const WASM_PACK_BUILD: &[&str] = &[
     "build",
     "client",
@@ -30,9 +29,6 @@ pub const WASM_PACK_BUILD: &[&str] = &[
     "--out-name",
     "client",
     "--no-typescript",
-    "--",
-    "--features",
-    "tiny-runtime",
 ];
 
 use driver::{HAPROXY_FILE_LIMIT, HAPROXY_FILE_WARNING};

@@ -22,6 +22,7 @@ mod csp;
 mod dashboard;
 mod flapping;
 mod harness;
+mod last_known;
 mod last_resort;
 mod outages;
 mod return_targets;
@@ -36,7 +37,7 @@ use libtest_mimic::{Arguments, Trial};
 type Scenario = fn(Engine);
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [(&str, Scenario); 21] = [
+const SCENARIOS: [(&str, Scenario); 22] = [
     ("f1_api_main_crash", outages::f1_api_main_crash),
     ("f2_static_main_crash", outages::f2_static_main_crash),
     ("f3_both_mains_crash", outages::f3_both_mains_crash),
@@ -69,6 +70,10 @@ const SCENARIOS: [(&str, Scenario); 21] = [
     (
         "csp_blocks_injected_script",
         csp::csp_blocks_injected_script,
+    ),
+    (
+        "last_known_state_on_the_maintenance_page",
+        last_known::last_known_state_on_the_maintenance_page,
     ),
     (
         "lr1_haproxy_dies_under_the_dashboard",

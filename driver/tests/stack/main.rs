@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod failover;
+mod hint;
 mod last_resort;
 mod overload;
 mod routing;

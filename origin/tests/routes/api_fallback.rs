@@ -13,6 +13,9 @@ async fn everything_is_503_maintenance() {
     let settings = ApiFallback {
         build_id: "build-42".to_owned(),
         retry_after: 5,
+        haproxy_socket: "/nonexistent/haproxy.sock".into(),
+        stats_timeout: std::time::Duration::from_millis(100),
+        hint: Default::default(),
     };
     let metrics = Metrics::new("api-fallback", "build-42").unwrap();
     let app = test::init_service(

@@ -201,6 +201,9 @@ fn api_fallback_survives_arbitrary_requests() {
     let settings = ApiFallback {
         build_id: "build-42".to_owned(),
         retry_after: 5,
+        haproxy_socket: "/nonexistent/haproxy.sock".into(),
+        stats_timeout: std::time::Duration::from_millis(100),
+        hint: Default::default(),
     };
     let metrics = Metrics::new("api-fallback", "build-42").unwrap();
     let app = system.block_on(actix_test::init_service(

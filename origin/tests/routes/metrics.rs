@@ -43,6 +43,9 @@ fn roles(site: &Site) -> Vec<Role> {
             api: ApiFallback {
                 build_id,
                 retry_after: 5,
+                haproxy_socket: "/nonexistent/haproxy.sock".into(),
+                stats_timeout: std::time::Duration::from_millis(100),
+                hint: Default::default(),
             },
         },
     ]
