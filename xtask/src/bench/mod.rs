@@ -10,6 +10,7 @@
 //! | P6 | [`assets`] | maintenance assets as HAProxy sends them, against its buffer |
 //! | P7 | [`herd`] | 10,000 simulated tabs of the client's own state machine |
 //! | P11 | [`redeploy`] | maintenance answers over ten restarts, socket held by `up` vs closed |
+//! | P12 | [`buffers`] | HAProxy's memory with 32 KB buffers against 16 KB, 1,000 and 5,000 connections |
 //! | P10 | [`worker_cost`] | what the last-resort service worker adds to a navigation |
 //! | P8, P9 | [`overload`] | a crowd up to 16× api-main's best: maintenance answers, servers down, queue; a crash in it |
 //!
@@ -20,6 +21,7 @@
 //! figure panics (the harness panics on timeouts), and Ctrl-C stops at the next poll.
 
 mod assets;
+mod buffers;
 mod detection;
 mod herd;
 mod overload;
@@ -83,10 +85,12 @@ pub enum FigureId {
     P10,
     /// Ten restarts of api-main under fixed-rate load, socket held or not.
     P11,
+    /// HAProxy's memory with 32 KB buffers against 16 KB, 1,000 and 5,000 connections.
+    P12,
 }
 
 impl FigureId {
-    const ALL: [FigureId; 11] = [
+    const ALL: [FigureId; 12] = [
         FigureId::P1,
         FigureId::P2,
         FigureId::P3,
@@ -98,11 +102,12 @@ impl FigureId {
         FigureId::P9,
         FigureId::P10,
         FigureId::P11,
+        FigureId::P12,
     ];
 
     /// The order figures are measured in: the quick ones first, P4 last (it needs the
     /// redeploy verb and the load generator).
-    const MEASURE_ORDER: [FigureId; 11] = [
+    const MEASURE_ORDER: [FigureId; 12] = [
         FigureId::P6,
         FigureId::P7,
         FigureId::P10,
@@ -112,6 +117,7 @@ impl FigureId {
         FigureId::P5,
         FigureId::P8,
         FigureId::P9,
+        FigureId::P12,
         FigureId::P4,
         FigureId::P11,
     ];
@@ -135,6 +141,9 @@ impl FigureId {
             }
             FigureId::P11 => {
                 "10 restarts of api-main under fixed-rate load: maintenance answers and failed requests"
+            }
+            FigureId::P12 => {
+                "HAProxy's resident memory with 5,000 keep-alive connections, 32 KB vs 16 KB buffers"
             }
         }
     }
@@ -161,6 +170,8 @@ pub enum Unit {
     Bytes,
     /// A percentage, one decimal.
     Percent,
+    /// Megabytes (2^20 bytes), no decimals.
+    Megabytes,
 }
 
 impl Unit {
@@ -174,6 +185,7 @@ impl Unit {
             Unit::RequestsPerSecond => format!("{bare} req/s"),
             Unit::Bytes => format!("{bare} B"),
             Unit::Percent => format!("{bare} %"),
+            Unit::Megabytes => format!("{bare} MB"),
         }
     }
 
@@ -183,7 +195,9 @@ impl Unit {
             Unit::Seconds => format!("{value:.2}"),
             Unit::Milliseconds => format!("{value:.1}"),
             Unit::Percent => format!("{value:.1}"),
-            Unit::Count | Unit::RequestsPerSecond | Unit::Bytes => thousands(value.round()),
+            Unit::Count | Unit::RequestsPerSecond | Unit::Bytes | Unit::Megabytes => {
+                thousands(value.round())
+            }
         }
     }
 }
@@ -524,7 +538,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     println!();
     print!("{}", report::terminal_table(&outcomes));
     let path = PathBuf::from("BENCHMARKS.md");
-    let markdown = report::markdown(&machine, &outcomes, &command, bench.runs, elapsed);
+    let mut markdown = report::markdown(&machine, &outcomes, &command, bench.runs, elapsed);
+    if !args.only.is_empty() {
+        // A subset replaces only its own figures in the existing report.
+        if let Ok(existing) = fs::read_to_string(&path) {
+            let ids: Vec<FigureId> = outcomes.iter().map(Outcome::id).collect();
+            let note = format!(
+                "{}: written by `{command}` on {}.",
+                ids.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                machine.date
+            );
+            markdown = report::merge(&existing, &markdown, &ids, &note);
+        }
+    }
     fs::write(&path, markdown).with_context(|| format!("could not write {}", path.display()))?;
     println!(
         "\nbench: wrote {} in {:.1} min ({command})",
@@ -562,6 +591,7 @@ fn measure(bench: &Bench, id: FigureId) -> Outcome {
         FigureId::P8 => overload::measure(bench),
         FigureId::P9 => overload::measure_crash(bench),
         FigureId::P10 => worker_cost::measure(bench),
+        FigureId::P12 => buffers::measure(bench),
     }));
     match result {
         Ok(Ok(figure)) => Outcome::Measured(Box::new(figure)),

@@ -16,7 +16,7 @@ pub struct Machine {
     wrk: String,
     chromium: String,
     rustc: String,
-    date: String,
+    pub date: String,
 }
 
 impl Machine {
@@ -243,10 +243,134 @@ pub fn markdown(
     let _ = writeln!(
         md,
         "```sh\n{command}\n```\n\n`--runs N` sets the runs per figure and variant (default \
-         3), `--only P1,P7` measures a subset (the file then lists only those). The command \
+         3), `--only P1,P7` measures a subset (it replaces only those figures in the file). The command \
          first runs `cargo xtask install --bench` (nginx and wrk from Debian when missing) \
          and `cargo xtask build-client`, builds origin in release, and keeps comparator \
          configurations under target/bench/."
     );
     md
+}
+
+/// `existing` BENCHMARKS.md with the figures `ids` taken from `fresh` (a report of only those):
+/// their rows of the results table and their method sections are replaced, or added in
+/// figure order, and `note` goes under the first paragraph. Everything else is kept.
+pub fn merge(existing: &str, fresh: &str, ids: &[FigureId], note: &str) -> String {
+    let row_id = |line: &str| {
+        FigureId::ALL
+            .into_iter()
+            .find(|id| line.starts_with(&format!("| {id} |")))
+    };
+    let section_id = |line: &str| {
+        FigureId::ALL
+            .into_iter()
+            .find(|id| line.starts_with(&format!("### {id}: ")))
+    };
+    // The fresh rows and sections, by figure.
+    let fresh_row = |id: FigureId| fresh.lines().find(|l| row_id(l) == Some(id));
+    let fresh_section = |id: FigureId| {
+        let mut lines = fresh.lines().skip_while(|l| section_id(l) != Some(id));
+        let first = lines.next()?;
+        let rest: Vec<&str> = lines
+            .take_while(|l| !l.starts_with("### ") && !l.starts_with("## "))
+            .collect();
+        let text = std::iter::once(first)
+            .chain(rest)
+            .collect::<Vec<_>>()
+            .join("\n");
+        Some(text.trim_end().to_owned())
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut lines = existing.lines().peekable();
+    let mut noted = false;
+    let mut pending: Vec<FigureId> = ids.to_vec();
+    while let Some(line) = lines.next() {
+        if !noted && line.starts_with("Written by ") {
+            out.push(line.to_owned());
+            out.push(String::new());
+            out.push(note.to_owned());
+            noted = true;
+            continue;
+        }
+        if let Some(id) = row_id(line) {
+            // Rows of new figures go before the first later one.
+            for new in pending
+                .iter()
+                .filter(|n| **n < id && !existing_has_row(existing, **n))
+            {
+                out.extend(fresh_row(*new).map(str::to_owned));
+            }
+            match fresh_row(id).filter(|_| ids.contains(&id)) {
+                Some(row) => out.push(row.to_owned()),
+                None => out.push(line.to_owned()),
+            }
+            if lines.peek().is_some_and(|next| !next.starts_with("| P")) {
+                for new in pending
+                    .iter()
+                    .filter(|n| **n > id && !existing_has_row(existing, **n))
+                {
+                    out.extend(fresh_row(*new).map(str::to_owned));
+                }
+            }
+            continue;
+        }
+        let section = section_id(line);
+        let reproduce = line.starts_with("## Reproduce");
+        if section.is_some() || reproduce {
+            let here = section.unwrap_or(FigureId::P12);
+            // Sections of new figures go before the first later one (or before Reproduce).
+            let (due, later): (Vec<FigureId>, Vec<FigureId>) = pending
+                .iter()
+                .partition(|n| (reproduce || **n < here) && !existing_has_section(existing, **n));
+            for new in due {
+                out.extend(fresh_section(new));
+                out.push(String::new());
+            }
+            pending = later;
+            if let Some(id) = section.filter(|id| ids.contains(id)) {
+                if let Some(text) = fresh_section(id) {
+                    out.push(text);
+                    out.push(String::new());
+                    // Skip the old section.
+                    while lines
+                        .peek()
+                        .is_some_and(|l| !l.starts_with("### ") && !l.starts_with("## "))
+                    {
+                        lines.next();
+                    }
+                    continue;
+                }
+            }
+        }
+        out.push(line.to_owned());
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
+fn existing_has_row(existing: &str, id: FigureId) -> bool {
+    existing
+        .lines()
+        .any(|l| l.starts_with(&format!("| {id} |")))
+}
+
+fn existing_has_section(existing: &str, id: FigureId) -> bool {
+    existing
+        .lines()
+        .any(|l| l.starts_with(&format!("### {id}: ")))
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    const OLD: &str = "# Benchmarks\n\nWritten by `x` on d0.\n\n## Results\n\n| | figure |\n|---|---|\n| P1 | one old |\n| P3 | three old |\n\n## Method and findings\n\n### P1: one\n\nold one\n\n### P3: three\n\nold three\n\n## Reproduce\n\nend\n";
+    const NEW: &str = "# Benchmarks\n\nWritten by `y` on d1.\n\n## Results\n\n| | figure |\n|---|---|\n| P3 | three new |\n| P12 | twelve new |\n\n## Method and findings\n\n### P3: three\n\nnew three\n\n### P12: twelve\n\nnew twelve\n\n## Reproduce\n\nend\n";
+
+    #[test]
+    fn a_subset_replaces_its_figures_and_keeps_the_rest() {
+        let merged = merge(OLD, NEW, &[FigureId::P3, FigureId::P12], "P3, P12: by y.");
+        let expected = "# Benchmarks\n\nWritten by `x` on d0.\n\nP3, P12: by y.\n\n## Results\n\n| | figure |\n|---|---|\n| P1 | one old |\n| P3 | three new |\n| P12 | twelve new |\n\n## Method and findings\n\n### P1: one\n\nold one\n\n### P3: three\n\nnew three\n\n### P12: twelve\n\nnew twelve\n\n## Reproduce\n\nend\n";
+        assert_eq!(merged, expected);
+    }
 }
