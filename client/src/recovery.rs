@@ -61,6 +61,9 @@ impl Default for Config {
 /// "not yet" after at most [`contract::RECOVERY_HINT_HOLD_MAX_MS`].
 pub const HINT_TIMEOUT_MS: u32 = contract::RECOVERY_HINT_HOLD_MAX_MS + 10_000;
 
+/// After a failed hint, the next one waits this many probe intervals.
+const HINT_RETRY_INTERVALS: u64 = 3;
+
 /// A "not yet" that comes back sooner than this is a misbehaving server, not a long-poll:
 /// the hint then waits for the next probe pair instead of asking again at once.
 const HINT_MIN_HOLD_MS: u64 = 1000;
@@ -791,9 +794,11 @@ impl RecoveryMachine {
             HintAnswer::NotYet
                 if now_ms.saturating_sub(self.hint_started_ms) >= HINT_MIN_HOLD_MS => {}
             HintAnswer::NotYet | HintAnswer::Failed => {
-                // Ask again after the next regular pair, not at once: the fallback API may be
-                // gone, and then this tab must not hammer HAProxy.
-                self.hint_next_ms = now_ms + u64::from(self.config.interval_ms);
+                // Ask again only after a few regular pairs: the fallback API may be gone, or
+                // HAProxy already holds as many hints as it will (a herd), and then this tab
+                // must not hammer it. The probes go on meanwhile.
+                self.hint_next_ms =
+                    now_ms + HINT_RETRY_INTERVALS * u64::from(self.config.interval_ms);
             }
         }
     }
@@ -1732,7 +1737,7 @@ mod tests {
     }
 
     #[test]
-    fn not_yet_asks_again_at_once_and_a_failure_waits_for_the_next_pair() {
+    fn not_yet_asks_again_at_once_and_a_failure_waits_three_intervals() {
         let (mut m, _) = started();
         m.handle(done(T0 + 10, healthy(None), down(503)), 0.5);
         // A long-poll that held 20 s: ask again at once.
@@ -1741,30 +1746,21 @@ mod tests {
         // One that came back after 10 ms is no long-poll: wait for the next pair.
         let a = m.handle(hint(T0 + 20_010, 2, HintAnswer::NotYet), 0.5);
         assert!(hints(&a).is_empty());
-        let a = m.handle(
-            Event::Tick {
-                now_ms: T0 + 25_010,
-            },
-            0.5,
+        let tick =
+            |m: &mut RecoveryMachine, at: u64| m.handle(Event::Tick { now_ms: T0 + at }, 0.5);
+        assert!(
+            hints(&tick(&mut m, 30_000)).is_empty(),
+            "not before three intervals"
         );
-        assert_eq!(hints(&a), vec![3]);
-        // A failure (fallback gone, 503, timeout) waits too.
-        let a = m.handle(hint(T0 + 25_020, 3, HintAnswer::Failed), 0.5);
+        assert_eq!(hints(&tick(&mut m, 35_010)), vec![3]);
+        // A failure (fallback gone, HAProxy's queue full, timeout) waits too.
+        let a = m.handle(hint(T0 + 35_020, 3, HintAnswer::Failed), 0.5);
         assert!(hints(&a).is_empty());
-        let a = m.handle(
-            Event::Tick {
-                now_ms: T0 + 26_000,
-            },
-            0.5,
+        assert!(
+            hints(&tick(&mut m, 45_000)).is_empty(),
+            "not before three intervals"
         );
-        assert!(hints(&a).is_empty(), "not before an interval has passed");
-        let a = m.handle(
-            Event::Tick {
-                now_ms: T0 + 30_020,
-            },
-            0.5,
-        );
-        assert_eq!(hints(&a), vec![4]);
+        assert_eq!(hints(&tick(&mut m, 50_020)), vec![4]);
     }
 
     #[test]

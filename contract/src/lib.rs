@@ -56,8 +56,13 @@ pub const RECOVERY_HINT_HOLD_MAX_MS: u32 = 25_000;
 
 /// How fast the tabs told of a recovery come back, at most: the hint's answer carries
 /// `spread_ms`, the number of tabs it tells at once times 1000 / this, and each tab waits a
-/// random part of it. 15 tabs then come back within 15 ms, 10,000 within 10 s.
-pub const RECOVERY_HINT_TABS_PER_S: u32 = 1000;
+/// random part of it. 15 tabs then come back within 30 ms, 1,000 within 2 s.
+pub const RECOVERY_HINT_TABS_PER_S: u32 = 500;
+
+/// The most hints HAProxy holds at once (`maxconn` of the `hint` backend's server): one
+/// connection per waiting tab, so a herd cannot pin an unbounded number of them. Tabs beyond
+/// it get a 503 after `timeout queue` and rely on the probes.
+pub const RECOVERY_HINT_MAXCONN: u32 = 1000;
 
 /// The `spread_ms` of a hint answer that tells `tabs` tabs at once.
 pub const fn recovery_hint_spread_ms(tabs: u64) -> u64 {

@@ -195,10 +195,11 @@ fn the_recovery_hint_has_its_own_backend_that_outwaits_the_hold() {
         "HAProxy would cut a quiet long-poll before api-fallback answers it"
     );
     let server = format!("server {} ", Role::ApiFallback.name());
+    let maxconn = format!(" maxconn {} ", contract::RECOVERY_HINT_MAXCONN);
     assert!(
-        backend
-            .iter()
-            .any(|line| line.starts_with(&server) && !line.contains(" check")),
-        "backend hint sends to api-fallback, unchecked"
+        backend.iter().any(|line| line.starts_with(&server)
+            && !line.contains(" check")
+            && format!("{line} ").contains(&maxconn)),
+        "backend hint sends to api-fallback, unchecked, with{maxconn}(contract::RECOVERY_HINT_MAXCONN)"
     );
 }

@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn the_spread_grows_with_the_herd() {
         let spread = contract::recovery_hint_spread_ms;
-        assert_eq!((spread(0), spread(15), spread(10_000)), (0, 15, 10_000));
+        assert_eq!((spread(0), spread(15), spread(1000)), (0, 30, 2000));
     }
 
     #[test]

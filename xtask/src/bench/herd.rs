@@ -25,6 +25,9 @@ const OUTAGE_MS: u64 = 60_000;
 const LATENCY_MS: (u64, u64) = (2, 20);
 /// api-fallback reads HAProxy's view this often while hints wait (origin's `hint::POLL`).
 const HINT_POLL_MS: u64 = 100;
+/// haproxy.cfg's `timeout queue`: a hint beyond the `hint` backend's `maxconn` waits this
+/// long in HAProxy's queue, then gets a 503.
+const QUEUE_MS: u64 = 2_000;
 /// The simulation gives up on tabs still waiting this long after recovery.
 const HORIZON_MS: u64 = 120_000;
 /// The clock starts at a realistic `Date.now()`.
@@ -45,6 +48,8 @@ struct Herd {
     navigation_times: Vec<u64>,
     /// Tabs the hint told of the recovery, and the spread its first answer gave.
     hinted: usize,
+    /// Hints HAProxy refused because every slot was taken.
+    refused: usize,
     first_spread_ms: Option<u32>,
 }
 
@@ -97,6 +102,8 @@ enum Wake {
     HintHeld(u32),
     /// The answer to a hint reaches the tab.
     HintDone(u32, Option<u32>),
+    /// HAProxy's 503 for a hint that found every slot taken.
+    HintRefused(u32),
     /// api-fallback reads HAProxy's view (every `HINT_POLL_MS` from recovery on) and answers
     /// every waiting hint, telling them how many it told at once.
     Reading,
@@ -112,6 +119,7 @@ fn simulate(config: Config, seed: u64, arrival_ms: u64) -> Herd {
     let mut timer_generation = vec![0_u32; TABS];
     // The hint each tab has waiting at api-fallback, by id.
     let mut waiting: Vec<Option<u32>> = vec![None; TABS];
+    let mut held = 0_usize;
     let mut queue = BinaryHeap::new();
     for tab in 0..TABS {
         let arrival = EPOCH_MS + (rng.unit() * arrival_ms as f64) as u64;
@@ -127,6 +135,7 @@ fn simulate(config: Config, seed: u64, arrival_ms: u64) -> Herd {
         outage_peak_probes: 0,
         navigation_times: Vec::with_capacity(TABS),
         hinted: 0,
+        refused: 0,
         first_spread_ms: None,
     };
     let mut outage_probes = vec![0_u32; (OUTAGE_MS / 1000) as usize + 1];
@@ -166,6 +175,7 @@ fn simulate(config: Config, seed: u64, arrival_ms: u64) -> Herd {
                     herd.first_spread_ms.get_or_insert(spread);
                 }
                 herd.hinted += told.len();
+                held -= told.len();
                 for (tab, id) in told {
                     let at = now_ms + latency(&mut rng);
                     queue.push(Reverse((at, tab, Wake::HintDone(id, Some(spread)))));
@@ -178,6 +188,7 @@ fn simulate(config: Config, seed: u64, arrival_ms: u64) -> Herd {
                     continue;
                 }
                 waiting[tab] = None;
+                held -= 1;
                 Event::HintDone {
                     now_ms,
                     id,
@@ -188,6 +199,11 @@ fn simulate(config: Config, seed: u64, arrival_ms: u64) -> Herd {
                 now_ms,
                 id,
                 answer: HintAnswer::Recovered { spread_ms },
+            },
+            Wake::HintRefused(id) => Event::HintDone {
+                now_ms,
+                id,
+                answer: HintAnswer::Failed,
             },
         };
         for action in machines[tab].handle(event, rng.unit()) {
@@ -209,9 +225,15 @@ fn simulate(config: Config, seed: u64, arrival_ms: u64) -> Herd {
                         Wake::Tick(timer_generation[tab]),
                     )));
                 }
+                Action::Hint { id, .. } if held >= contract::RECOVERY_HINT_MAXCONN as usize => {
+                    // Every slot of the `hint` backend is taken: HAProxy's queue, then 503.
+                    herd.refused += 1;
+                    queue.push(Reverse((now_ms + QUEUE_MS, tab, Wake::HintRefused(id))));
+                }
                 Action::Hint { id, .. } => {
                     // Held at api-fallback for 15–25 s, or until a reading tells it.
                     waiting[tab] = Some(id);
+                    held += 1;
                     let (min, max) = (
                         u64::from(contract::RECOVERY_HINT_HOLD_MIN_MS),
                         u64::from(contract::RECOVERY_HINT_HOLD_MAX_MS),
@@ -219,7 +241,11 @@ fn simulate(config: Config, seed: u64, arrival_ms: u64) -> Herd {
                     let hold = min + (rng.unit() * (max - min) as f64) as u64;
                     queue.push(Reverse((now_ms + hold, tab, Wake::HintHeld(id))));
                 }
-                Action::CancelHint => waiting[tab] = None,
+                Action::CancelHint => {
+                    if waiting[tab].take().is_some() {
+                        held -= 1;
+                    }
+                }
                 Action::Navigate(_) => {
                     let after = now_ms.saturating_sub(recovery);
                     herd.navigations[bucket(after)] += 1;
@@ -300,9 +326,11 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
                 );
                 let hinted = match herd.first_spread_ms {
                     Some(spread) => format!(
-                        "; the hint told {} tabs (spread {:.1} s in its first answer)",
+                        "; the hint told {} tabs (spread {:.1} s in its first answer), {} \
+                         hints were refused (every slot taken)",
                         thousands(herd.hinted as f64),
-                        f64::from(spread) / 1000.0
+                        f64::from(spread) / 1000.0,
+                        thousands(herd.refused as f64)
                     ),
                     None => String::new(),
                 };
@@ -389,8 +417,10 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
              answers 503 (static tier healthy); from then on both tiers are healthy with the \
              same build. A probe pair or a hint answer takes 2–20 ms; a pair counts as \
              healthy when it was sent after recovery. The recovery hint is modelled as \
-             origin/src/hint.rs serves it: each hint is held 15–25 s (then answered \
-             \"not yet\"), and api-fallback reads HAProxy's view every {HINT_POLL_MS} ms (out \
+             origin/src/hint.rs and haproxy.cfg serve it: HAProxy holds at most {} hints at \
+             once (the `hint` backend's maxconn; one more waits {QUEUE_MS} ms in its queue and \
+             gets a 503, and that tab tries again three probe intervals later), each hint is \
+             held 15–25 s (then answered \"not yet\"), and api-fallback reads HAProxy's view every {HINT_POLL_MS} ms (out \
              of step with the recovery), answering every waiting hint at the first reading \
              after recovery with `spread_ms` = tabs told × 1000 / {} \
              (`contract::recovery_hint_spread_ms`). `Action::Wait` replaces the tab's pending \
@@ -408,6 +438,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
             thousands(TABS as f64),
             PATTERNS[0].1,
             OUTAGE_MS / 1000,
+            thousands(f64::from(contract::RECOVERY_HINT_MAXCONN)),
             contract::RECOVERY_HINT_TABS_PER_S,
             ours_config.interval_ms,
             ours_config.jitter * 100.0,
@@ -439,8 +470,15 @@ mod unit_tests {
                     herd.navigations.iter().map(|n| *n as usize).sum::<usize>(),
                     TABS
                 );
-                // Only the default config uses the hint, and then it tells every tab.
-                assert_eq!(herd.hinted, if config.hint { TABS } else { 0 });
+                // Only the default config uses the hint; it holds at most maxconn at once,
+                // so a herd larger than that sees refusals.
+                if config.hint {
+                    let cap = contract::RECOVERY_HINT_MAXCONN as usize;
+                    assert!(herd.hinted >= cap && herd.hinted < TABS, "{}", herd.hinted);
+                    assert!(herd.refused > 0);
+                } else {
+                    assert_eq!((herd.hinted, herd.refused), (0, 0));
+                }
             }
         }
     }

@@ -284,10 +284,20 @@ pub fn merge(existing: &str, fresh: &str, ids: &[FigureId], note: &str) -> Strin
     let mut noted = false;
     let mut pending: Vec<FigureId> = ids.to_vec();
     while let Some(line) = lines.next() {
+        if superseded_note(line, ids) {
+            // An earlier subset's note whose figures this run measured again.
+            if lines.peek().is_some_and(|next| next.is_empty()) {
+                lines.next();
+            }
+            continue;
+        }
         if !noted && line.starts_with("Written by ") {
             out.push(line.to_owned());
             out.push(String::new());
             out.push(note.to_owned());
+            if lines.peek().is_some_and(|next| !next.is_empty()) {
+                out.push(String::new());
+            }
             noted = true;
             continue;
         }
@@ -348,6 +358,18 @@ pub fn merge(existing: &str, fresh: &str, ids: &[FigureId], note: &str) -> Strin
     text
 }
 
+/// `P3, P7: written by ...` where every figure named is among `ids`.
+fn superseded_note(line: &str, ids: &[FigureId]) -> bool {
+    let Some((named, _)) = line.split_once(": written by `") else {
+        return false;
+    };
+    named.split(", ").all(|name| {
+        FigureId::ALL
+            .into_iter()
+            .any(|id| id.to_string() == name && ids.contains(&id))
+    })
+}
+
 fn existing_has_row(existing: &str, id: FigureId) -> bool {
     existing
         .lines()
@@ -364,13 +386,13 @@ fn existing_has_section(existing: &str, id: FigureId) -> bool {
 mod merge_tests {
     use super::*;
 
-    const OLD: &str = "# Benchmarks\n\nWritten by `x` on d0.\n\n## Results\n\n| | figure |\n|---|---|\n| P1 | one old |\n| P3 | three old |\n\n## Method and findings\n\n### P1: one\n\nold one\n\n### P3: three\n\nold three\n\n## Reproduce\n\nend\n";
+    const OLD: &str = "# Benchmarks\n\nWritten by `x` on d0.\n\nP3: written by `z` on d.\n\nP1, P3: written by `w` on d.\n\n## Results\n\n| | figure |\n|---|---|\n| P1 | one old |\n| P3 | three old |\n\n## Method and findings\n\n### P1: one\n\nold one\n\n### P3: three\n\nold three\n\n## Reproduce\n\nend\n";
     const NEW: &str = "# Benchmarks\n\nWritten by `y` on d1.\n\n## Results\n\n| | figure |\n|---|---|\n| P3 | three new |\n| P12 | twelve new |\n\n## Method and findings\n\n### P3: three\n\nnew three\n\n### P12: twelve\n\nnew twelve\n\n## Reproduce\n\nend\n";
 
     #[test]
     fn a_subset_replaces_its_figures_and_keeps_the_rest() {
         let merged = merge(OLD, NEW, &[FigureId::P3, FigureId::P12], "P3, P12: by y.");
-        let expected = "# Benchmarks\n\nWritten by `x` on d0.\n\nP3, P12: by y.\n\n## Results\n\n| | figure |\n|---|---|\n| P1 | one old |\n| P3 | three new |\n| P12 | twelve new |\n\n## Method and findings\n\n### P1: one\n\nold one\n\n### P3: three\n\nnew three\n\n### P12: twelve\n\nnew twelve\n\n## Reproduce\n\nend\n";
+        let expected = "# Benchmarks\n\nWritten by `x` on d0.\n\nP3, P12: by y.\n\nP1, P3: written by `w` on d.\n\n## Results\n\n| | figure |\n|---|---|\n| P1 | one old |\n| P3 | three new |\n| P12 | twelve new |\n\n## Method and findings\n\n### P1: one\n\nold one\n\n### P3: three\n\nnew three\n\n### P12: twelve\n\nnew twelve\n\n## Reproduce\n\nend\n";
         assert_eq!(merged, expected);
     }
 }
