@@ -39,8 +39,9 @@ fn read(scene: &Scene) -> Result<LastKnown, String> {
 
 /// last_known_state_on_the_maintenance_page: a dashboard that has shown data hands over to the
 /// maintenance page when api-main dies; that page shows the last known state with its time and
-/// age, the servers and the host. A fresh browser (no snapshot) opening the maintenance page
-/// shows none.
+/// age, the servers and the host, also when every origin is dead and the page comes from
+/// HAProxy's memory alone. A fresh browser (no snapshot) opening the maintenance page shows
+/// none.
 pub fn last_known_state_on_the_maintenance_page(engine: Engine) {
     let mut scene = Scene::start(engine, Pace::Fast);
     // Nothing stored yet: the maintenance page itself shows no snapshot.
@@ -110,7 +111,24 @@ pub fn last_known_state_on_the_maintenance_page(engine: Engine) {
         known.text.contains("Host ") && known.text.contains("GiB memory available"),
         "the host figures: {known:?}"
     );
-    scene.stack.server_mut(Role::ApiMain).restart();
+    // With every origin dead the page comes from HAProxy's memory alone, and still shows it.
+    for role in [Role::StaticMain, Role::StaticFallback, Role::ApiFallback] {
+        scene.crash(role);
+    }
+    scene.open("/");
+    let alone = scene.tab.wait_for(
+        DEADLINE,
+        "the page HAProxy serves with every origin dead shows the last known state",
+        |_| match read(&scene)? {
+            view if view.maintenance && view.shown && view.page_state.is_some() => Ok(view),
+            view => Err(format!("{view:?}")),
+        },
+        || scene.logs(),
+    );
+    assert!(alone.text.contains("api/api-main: UP"), "{alone:?}");
+    for role in Role::ALL {
+        scene.stack.server_mut(role).restart();
+    }
     scene.wait_dashboard("the tab returns to the dashboard");
     scene.assert_no_csp_violations();
 }
