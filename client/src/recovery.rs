@@ -115,6 +115,34 @@ impl Config {
         }
     }
 
+    /// The `(name, value)` attributes of the `<body>` tag of `page` (a maintenance page's
+    /// HTML), as written; for tools and tests that read the page outside a browser.
+    pub fn body_attributes(page: &str) -> Vec<(String, String)> {
+        let Some(start) = page.find("\n<body ").map(|at| at + 1) else {
+            return Vec::new();
+        };
+        let tag = &page[start..];
+        let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+        tag.split_whitespace()
+            .skip(1)
+            .filter_map(|pair| {
+                let (name, value) = pair.split_once('=')?;
+                Some((name.to_owned(), value.trim_matches('"').to_owned()))
+            })
+            .collect()
+    }
+
+    /// The configuration a maintenance page's `<body>` sets (see [`Config::body_attributes`]).
+    pub fn from_page(page: &str) -> Config {
+        let attributes = Config::body_attributes(page);
+        Config::from_attributes(|name| {
+            attributes
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        })
+    }
+
     /// The wait before the next regular probe: `interval_ms * (1 + jitter * (2r - 1))` for a
     /// random `r` in `[0, 1)`, so always within `interval_ms * (1 ± jitter)`.
     pub fn jittered_interval(&self, random: f64) -> u32 {
@@ -1851,5 +1879,32 @@ mod tests {
         ] {
             assert_eq!(number_of(body, "spread_ms"), value, "{body}");
         }
+    }
+
+    /// The page's `<body>` sets exactly the knobs the client reads, and each value parses as
+    /// written: a typo that silently fell back to a default fails here.
+    #[test]
+    fn the_page_sets_every_knob_and_each_parses_as_written() {
+        let page = include_str!("../../www/maintenance.html");
+        let attributes = Config::body_attributes(page);
+        let names: Vec<&str> = attributes.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, Config::KNOBS, "the page's <body> attributes");
+        let config = Config::from_page(page);
+        let switch = |on: bool| if on { "on" } else { "off" }.to_owned();
+        for (name, value) in &attributes {
+            let parsed = match name.as_str() {
+                "data-interval-ms" => config.interval_ms.to_string(),
+                "data-timeout-ms" => config.timeout_ms.to_string(),
+                "data-jitter" => config.jitter.to_string(),
+                "data-confirm-ms" => config.confirm_ms.to_string(),
+                "data-spread-ms" => config.spread_ms.to_string(),
+                "data-phase-spread" => switch(config.phase_spread),
+                "data-hint" => switch(config.hint),
+                other => panic!("{other} is not a knob"),
+            };
+            assert_eq!(&parsed, value, "{name} did not parse as written");
+        }
+        // And the shipped page is the default configuration.
+        assert_eq!(config, Config::default());
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header;
 use actix_web::{middleware, web, HttpResponse};
+use contract::Tier;
 use serde::Serialize;
 use serde_json::json;
 
@@ -39,7 +40,7 @@ pub fn configure_api_main(cfg: &mut web::ServiceConfig, api: &ApiMain, metrics: 
             web::scope("")
                 .wrap(middleware::Compress::default())
                 .wrap(metrics.observe())
-                .service(web::resource("/api/healthz").route(get_or_head().to(healthz)))
+                .service(web::resource(Tier::Api.health_path()).route(get_or_head().to(healthz)))
                 .service(web::resource("/api/data").route(get_or_head().to(data)))
                 .service(web::resource("/metrics").route(web::get().to(metrics_endpoint)))
                 .default_service(web::to(|| async {

@@ -174,7 +174,7 @@ pub struct StaticFallback {
         long,
         env = "ORIGIN_RETRY_AFTER",
         value_name = "SECS",
-        default_value_t = 5
+        default_value_t = contract::RETRY_AFTER_S
     )]
     pub retry_after: u32,
 }
@@ -243,7 +243,7 @@ pub struct ApiFallback {
         long,
         env = "ORIGIN_RETRY_AFTER",
         value_name = "SECS",
-        default_value_t = 5
+        default_value_t = contract::RETRY_AFTER_S
     )]
     pub retry_after: u32,
 }

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use actix_files::{Files, NamedFile};
 use actix_web::dev::Service;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, ContentType, HeaderValue};
 use actix_web::{middleware, web, HttpRequest, HttpResponse};
+use contract::Tier;
 use serde_json::json;
 
 use crate::config::{ApiFallback, StaticFallback};
@@ -38,7 +39,8 @@ pub fn configure_api_fallback(cfg: &mut web::ServiceConfig, api: &ApiFallback, m
                 HttpResponse::ServiceUnavailable()
                     .insert_header((header::CACHE_CONTROL, "no-store"))
                     .insert_header((header::RETRY_AFTER, retry_after))
-                    .json(json!({"status": "maintenance"}))
+                    .content_type(ContentType::json())
+                    .body(contract::MAINTENANCE_JSON)
             })),
     );
 }
@@ -90,7 +92,7 @@ pub fn configure_static_fallback(
                 })
                 .wrap(metrics.observe())
                 .service(reject_escaping_paths())
-                .service(web::resource("/healthz").to(healthz))
+                .service(web::resource(Tier::Static.health_path()).to(healthz))
                 .service(web::resource("/metrics").route(web::get().to(metrics_endpoint)))
                 .service(web::resource("/maintenance.html").route(get_or_head().to(own_file)))
                 .service(Files::new("/pkg", site.www.join("pkg")))

@@ -5,6 +5,7 @@ use std::future::ready;
 use actix_web::http::header::{self, HeaderMap, HeaderValue, HttpDate};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
+use contract::Tier;
 use serde_json::json;
 
 use crate::config::StaticMain;
@@ -43,7 +44,7 @@ pub fn configure_static_main(
         web::scope("")
             .wrap(metrics.observe())
             .service(
-                web::resource("/healthz")
+                web::resource(Tier::Static.health_path())
                     .route(get_or_head().to(healthz))
                     .default_service(web::to(method_not_allowed)),
             )

@@ -267,17 +267,10 @@ fn bucket(ms: u64) -> usize {
 fn shipped_config() -> Result<Config> {
     let page = fs::read_to_string("www/maintenance.html")
         .context("could not read www/maintenance.html")?;
-    let body = page
-        .find("<body")
-        .and_then(|start| page[start..].find('>').map(|end| &page[start..start + end]))
-        .context("www/maintenance.html has no <body> tag")?;
-    let attr = |name: &str| {
-        let key = format!("{name}=\"");
-        let start = body.find(&key)? + key.len();
-        let len = body[start..].find('"')?;
-        Some(body[start..start + len].to_owned())
-    };
-    Ok(Config::from_attributes(attr))
+    if Config::body_attributes(&page).is_empty() {
+        anyhow::bail!("www/maintenance.html has no <body> attributes");
+    }
+    Ok(Config::from_page(&page))
 }
 
 /// The base rule: probe every 5 s in step, go back on the first healthy answer.
