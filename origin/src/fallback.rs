@@ -2,17 +2,18 @@
 
 use std::path::PathBuf;
 
-use actix_files::{Files, NamedFile};
 use actix_web::dev::Service;
 use actix_web::http::header::{self, ContentType, HeaderValue};
-use actix_web::{middleware, web, HttpRequest, HttpResponse};
+use actix_web::{middleware, web, HttpRequest, HttpResponse, ResponseError};
 use contract::Tier;
 use serde_json::json;
 
 use crate::config::{ApiFallback, StaticFallback};
 use crate::hint;
 use crate::metrics::{metrics_endpoint, Metrics};
-use crate::{get_or_head, reject_escaping_paths};
+use crate::static_tier::serve_file;
+use crate::www::Www;
+use crate::{reject_escaping_paths, OriginError};
 
 /// Answered when `www/maintenance.html` cannot be read.
 pub const BUILT_IN_MAINTENANCE_PAGE: &str = "<!doctype html>\n<html lang=\"en\">\n<meta charset=\"utf-8\">\n\
@@ -53,12 +54,14 @@ struct MaintenanceSite {
 }
 
 /// Registers `static-fallback`: `/healthz` answers 503 JSON; `/maintenance.html` and `/pkg/*`
-/// are served as files; every other URL gets 503 with the body
-/// of `www/maintenance.html` (read per request, so a new build shows at once; a built-in page
+/// are served from `files` (the table static-main serves from, [`Www`], with the same
+/// validators, ranges and gzip); every other URL gets 503 with the body of
+/// `www/maintenance.html` (read per request, so a new build shows at once; a built-in page
 /// when it is missing). Everything is `Cache-Control: no-store`.
 pub fn configure_static_fallback(
     cfg: &mut web::ServiceConfig,
     site: &StaticFallback,
+    files: &web::Data<Www>,
     metrics: &Metrics,
 ) {
     let build = site.build_id.clone();
@@ -77,6 +80,7 @@ pub fn configure_static_fallback(
     };
     cfg.app_data(web::Data::new(metrics.clone()))
         .app_data(web::Data::new(maintenance))
+        .app_data(files.clone())
         .service(
             web::scope("")
                 .wrap(middleware::Compress::default())
@@ -94,18 +98,26 @@ pub fn configure_static_fallback(
                 .service(reject_escaping_paths())
                 .service(web::resource(Tier::Static.health_path()).to(healthz))
                 .service(web::resource("/metrics").route(web::get().to(metrics_endpoint)))
-                .service(web::resource("/maintenance.html").route(get_or_head().to(own_file)))
-                .service(Files::new("/pkg", site.www.join("pkg")))
+                .service(web::resource("/maintenance.html").to(own_file))
+                .service(web::resource("/pkg/{file:.*}").to(own_file))
                 .default_service(web::to(maintenance_page)),
         );
 }
 
-/// One of the maintenance page's own files, or the maintenance page itself if it is missing.
-async fn own_file(req: HttpRequest, site: web::Data<MaintenanceSite>) -> HttpResponse {
-    let name = req.path().trim_start_matches('/');
-    match NamedFile::open_async(site.www.join(name)).await {
-        Ok(file) => file.into_response(&req),
-        Err(_) => maintenance_response(&site).await,
+/// One of the maintenance page's own files from the in-memory table; without the page itself,
+/// the maintenance answer (503); without an asset, 404.
+async fn own_file(
+    req: HttpRequest,
+    files: web::Data<Www>,
+    site: web::Data<MaintenanceSite>,
+) -> HttpResponse {
+    match serve_file(&files, &req) {
+        Ok(answer) => answer,
+        // The page itself is never missing: the built-in one stands in. An asset is a 404.
+        Err(OriginError::NotFound) if req.path() == "/maintenance.html" => {
+            maintenance_response(&site).await
+        }
+        Err(error) => error.error_response(),
     }
 }
 

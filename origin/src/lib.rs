@@ -39,11 +39,14 @@ pub use static_tier::configure_static_main;
 pub use www::{Www, WwwError};
 
 impl Role {
-    /// Reads what this role serves from memory: static-main's whole www directory; nothing for
-    /// the other roles. Called once, before the workers start; they share the result.
+    /// Reads what this role serves from memory: the whole www directory for the static tier
+    /// (static-fallback serves only the maintenance page's own files from it, so a file has the
+    /// same validators whichever server sends it); nothing for the other roles. Called once,
+    /// before the workers start; they share the result.
     pub fn load_files(&self) -> Result<Www, WwwError> {
         match self {
             Role::StaticMain { site, .. } => Www::load(&site.www),
+            Role::StaticFallback { site, .. } => Www::load(&site.www),
             _ => Ok(Www::default()),
         }
     }
@@ -58,7 +61,9 @@ impl Role {
     ) {
         match self {
             Role::StaticMain { site, .. } => configure_static_main(cfg, site, files, metrics),
-            Role::StaticFallback { site, .. } => configure_static_fallback(cfg, site, metrics),
+            Role::StaticFallback { site, .. } => {
+                configure_static_fallback(cfg, site, files, metrics)
+            }
             Role::ApiMain { api, .. } => configure_api_main(cfg, api, metrics),
             Role::ApiFallback { api, .. } => configure_api_fallback(cfg, api, metrics),
         }

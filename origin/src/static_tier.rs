@@ -2,7 +2,10 @@
 
 use std::future::ready;
 
-use actix_web::http::header::{self, HeaderMap, HeaderValue, HttpDate};
+use actix_web::http::header::{
+    self, AcceptEncoding, ByteRangeSpec, Encoding, EntityTag, Header, HeaderValue, HttpDate,
+    IfMatch, IfModifiedSince, IfNoneMatch, IfRange, IfUnmodifiedSince, Preference, Quality, Range,
+};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use contract::Tier;
@@ -58,7 +61,7 @@ pub fn configure_static_main(
 }
 
 /// Answers a request for a file of `www`: every request but `/healthz` and `/metrics`.
-fn serve_file(www: &Www, req: &HttpRequest) -> Result<HttpResponse, OriginError> {
+pub(crate) fn serve_file(www: &Www, req: &HttpRequest) -> Result<HttpResponse, OriginError> {
     // Here rather than as a route in front (see `reject_escaping_paths`): a `{path:.*}` route
     // costs a regular expression match per request, measurable at this tier's request rates.
     if escapes_root(req.uri().path()) {
@@ -71,17 +74,15 @@ fn serve_file(www: &Www, req: &HttpRequest) -> Result<HttpResponse, OriginError>
     let asset = lookup_key(req.uri().path())
         .and_then(|key| www.get(&key))
         .ok_or(OriginError::NotFound)?;
-    let headers = req.headers();
-
     // A range is cut from the identity bytes: a slice of a gzip stream helps no client.
-    let range = match headers.get(header::RANGE) {
-        Some(range) if method == Method::GET && if_range_holds(headers, asset) => {
-            byte_range(range.as_bytes(), asset.body.len() as u64)
+    let range = match typed::<Range>(req) {
+        Some(Ok(range)) if method == Method::GET && if_range_holds(req, asset) => {
+            byte_range(&range, asset.body.len() as u64)
         }
         _ => None,
     };
     let gzip = match (&asset.gzip, &asset.gzip_etag) {
-        (Some(body), Some(etag)) if range.is_none() && accepts_gzip(headers) => Some((body, etag)),
+        (Some(body), Some(etag)) if range.is_none() && accepts_gzip(req) => Some((body, etag)),
         _ => None,
     };
     let (body, etag) = gzip.unwrap_or((&asset.body, &asset.etag));
@@ -97,10 +98,16 @@ fn serve_file(www: &Www, req: &HttpRequest) -> Result<HttpResponse, OriginError>
     let policy = cache_policy(asset.is_html, has_version_param(req.query_string()));
     res.insert_header((header::CACHE_CONTROL, HeaderValue::from_static(policy)));
 
-    // Preconditions in the order of RFC 9110, section 13.2.2.
-    let precondition_failed = match headers.get(header::IF_MATCH) {
-        Some(_) => !tag_listed(headers, header::IF_MATCH, etag, Comparison::Strong),
-        None => date_header(headers, header::IF_UNMODIFIED_SINCE)
+    // Preconditions in the order of RFC 9110, section 13.2.2. An If-Match that does not
+    // parse matches nothing; an If-None-Match that does not parse matches nothing either.
+    let tag = entity_tag(etag);
+    let precondition_failed = match typed::<IfMatch>(req) {
+        Some(Ok(IfMatch::Any)) => false,
+        Some(Ok(IfMatch::Items(tags))) => !tags
+            .iter()
+            .any(|t| tag.as_ref().is_some_and(|e| t.strong_eq(e))),
+        Some(Err(())) => true,
+        None => date::<IfUnmodifiedSince>(req, |h| h.0)
             .zip(asset.modified_secs)
             .is_some_and(|(since, modified)| modified > since),
     };
@@ -110,12 +117,15 @@ fn serve_file(www: &Www, req: &HttpRequest) -> Result<HttpResponse, OriginError>
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
             .finish());
     }
-    let not_modified = if headers.contains_key(header::IF_NONE_MATCH) {
-        tag_listed(headers, header::IF_NONE_MATCH, etag, Comparison::Weak)
-    } else {
-        date_header(headers, header::IF_MODIFIED_SINCE)
+    let not_modified = match typed::<IfNoneMatch>(req) {
+        Some(Ok(IfNoneMatch::Any)) => true,
+        Some(Ok(IfNoneMatch::Items(tags))) => tags
+            .iter()
+            .any(|t| tag.as_ref().is_some_and(|e| t.weak_eq(e))),
+        Some(Err(())) => false,
+        None => date::<IfModifiedSince>(req, |h| h.0)
             .zip(asset.modified_secs)
-            .is_some_and(|(since, modified)| modified <= since)
+            .is_some_and(|(since, modified)| modified <= since),
     };
     if not_modified {
         return Ok(res.status(StatusCode::NOT_MODIFIED).finish());
@@ -159,101 +169,67 @@ fn has_version_param(query: &str) -> bool {
         .any(|pair| pair == "v" || pair.starts_with("v="))
 }
 
-/// Whether the client accepts gzip: listed with a non-zero weight, or `*` is and gzip is not
-/// listed at all (RFC 9110, section 12.5.3). Unreadable weights count as zero.
-fn accepts_gzip(headers: &HeaderMap) -> bool {
-    let (mut gzip, mut any) = (None, None);
-    for value in headers.get_all(header::ACCEPT_ENCODING) {
-        let Ok(value) = value.to_str() else { continue };
-        for item in value.split(',') {
-            let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or_default().trim();
-            let weighted = parts
-                .filter_map(|param| param.split_once('='))
-                .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
-                .is_none_or(|(_, q)| q.trim().parse::<f32>().is_ok_and(|q| q > 0.0));
-            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-                gzip = Some(weighted);
-            } else if coding == "*" {
-                any = Some(weighted);
-            }
-        }
-    }
-    gzip.or(any).unwrap_or(false)
+/// `H` as actix-web parses it: `None` when the request has no such header, `Some(Err(()))`
+/// when it does not parse.
+fn typed<H: Header>(req: &HttpRequest) -> Option<Result<H, ()>> {
+    req.headers()
+        .contains_key(H::name())
+        .then(|| H::parse(req).map_err(|_| ()))
 }
 
-/// How two entity tags are compared (RFC 9110, section 8.8.3.2).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Comparison {
-    /// Both strong and equal: for If-Match and If-Range.
-    Strong,
-    /// Equal once any `W/` is ignored: for If-None-Match.
-    Weak,
-}
-
-/// Whether the `name` header fields list `etag` (or are `*`).
-fn tag_listed(
-    headers: &HeaderMap,
-    name: header::HeaderName,
-    etag: &HeaderValue,
-    how: Comparison,
-) -> bool {
-    headers
-        .get_all(name)
-        .any(|value| list_matches(value.as_bytes(), etag.as_bytes(), how))
-}
-
-/// Whether a comma-separated list of entity tags holds `etag` (quoted, strong), or is `*`.
-fn list_matches(list: &[u8], etag: &[u8], how: Comparison) -> bool {
-    let mut rest = list;
-    loop {
-        rest = rest.trim_ascii_start();
-        match rest {
-            [] => return false,
-            [b'*', ..] => return true,
-            [b',', tail @ ..] => rest = tail,
-            _ => {
-                let (weak, quoted) = match rest.strip_prefix(b"W/") {
-                    Some(tail) => (true, tail),
-                    None => (false, rest),
-                };
-                // An entity tag is a quoted string without inner quotes.
-                let Some(end) = quoted
-                    .strip_prefix(b"\"")
-                    .and_then(|tail| tail.iter().position(|&byte| byte == b'"'))
-                else {
-                    return false;
-                };
-                let (tag, tail) = quoted.split_at(end + 2);
-                if tag == etag && (how == Comparison::Weak || !weak) {
-                    return true;
-                }
-                rest = tail;
-            }
-        }
-    }
-}
-
-/// A header holding an HTTP date, in whole seconds since the Unix epoch.
-fn date_header(headers: &HeaderMap, name: header::HeaderName) -> Option<u64> {
-    let date: HttpDate = headers.get(name)?.to_str().ok()?.parse().ok()?;
+/// A date header in whole seconds since the Unix epoch; `None` when absent or not a date.
+fn date<H: Header>(req: &HttpRequest, value: impl FnOnce(H) -> HttpDate) -> Option<u64> {
+    let date = value(typed::<H>(req)?.ok()?);
     std::time::SystemTime::from(date)
         .duration_since(std::time::UNIX_EPOCH)
         .ok()
         .map(|since| since.as_secs())
 }
 
+/// A file's ETag header value as an entity tag.
+fn entity_tag(etag: &HeaderValue) -> Option<EntityTag> {
+    etag.to_str().ok()?.parse().ok()
+}
+
+/// Whether the client accepts gzip: listed with a non-zero weight, or `*` is and gzip is not
+/// listed at all (RFC 9110, section 12.5.3). A header that does not parse accepts nothing.
+fn accepts_gzip(req: &HttpRequest) -> bool {
+    let Some(Ok(accepted)) = typed::<AcceptEncoding>(req) else {
+        return false;
+    };
+    let weight = |wanted: &dyn Fn(&Preference<Encoding>) -> bool| {
+        accepted
+            .iter()
+            .find(|item| wanted(&item.item))
+            .map(|item| item.quality > Quality::ZERO)
+    };
+    let gzip = |p: &Preference<Encoding>| match p {
+        Preference::Specific(encoding) => {
+            *encoding == Encoding::gzip() || encoding.to_string().eq_ignore_ascii_case("x-gzip")
+        }
+        Preference::Any => false,
+    };
+    weight(&gzip)
+        .or_else(|| weight(&|p| matches!(p, Preference::Any)))
+        .unwrap_or(false)
+}
+
 /// Whether a Range header may be honoured: no If-Range, or one naming the file as it is (its
 /// strong ETag, or exactly its Last-Modified date).
-fn if_range_holds(headers: &HeaderMap, asset: &Asset) -> bool {
-    let Some(value) = headers.get(header::IF_RANGE) else {
-        return true;
-    };
-    let bytes = value.as_bytes();
-    if bytes.starts_with(b"\"") || bytes.starts_with(b"W/") {
-        list_matches(bytes, asset.etag.as_bytes(), Comparison::Strong)
-    } else {
-        date_header(headers, header::IF_RANGE).is_some_and(|date| asset.modified_secs == Some(date))
+fn if_range_holds(req: &HttpRequest, asset: &Asset) -> bool {
+    match typed::<IfRange>(req) {
+        None => true,
+        Some(Ok(IfRange::EntityTag(tag))) => {
+            entity_tag(&asset.etag).is_some_and(|etag| tag.strong_eq(&etag))
+        }
+        Some(Ok(IfRange::Date(date))) => {
+            let secs = std::time::SystemTime::from(date)
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|since| since.as_secs());
+            secs.is_some() && asset.modified_secs == secs
+        }
+        Some(Err(())) => false,
     }
 }
 
@@ -266,50 +242,21 @@ enum ByteRange {
     Unsatisfiable,
 }
 
-/// The single byte range a Range header asks for; `None` (send the whole body) when the header
-/// is not one `bytes=` range, which RFC 9110 lets a server ignore.
-fn byte_range(header: &[u8], len: u64) -> Option<ByteRange> {
-    let spec = std::str::from_utf8(header)
-        .ok()?
-        .trim()
-        .strip_prefix("bytes=")?;
-    let (first, last) = spec.trim().split_once('-')?;
-    let number = |text: &str| {
-        let text = text.trim();
-        if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
-            return None;
-        }
-        text.parse::<u64>().ok()
+/// The single byte range a Range header asks for; `None` (send the whole body) when it is not
+/// one valid `bytes=` range, which RFC 9110 lets a server ignore (a range whose last byte
+/// comes before its first is invalid, not unsatisfiable).
+fn byte_range(range: &Range, len: u64) -> Option<ByteRange> {
+    let Range::Bytes(specs) = range else {
+        return None;
     };
-    let range = match (first.trim().is_empty(), last.trim().is_empty()) {
-        // `bytes=-500`: the last 500 bytes.
-        (true, false) => match number(last)? {
-            0 => ByteRange::Unsatisfiable,
-            suffix => ByteRange::Slice {
-                first: len.saturating_sub(suffix),
-                last: len.checked_sub(1)?,
-            },
-        },
-        (false, true) => ByteRange::Slice {
-            first: number(first)?,
-            last: len.saturating_sub(1),
-        },
-        (false, false) => {
-            let (first, last) = (number(first)?, number(last)?);
-            if last < first {
-                return None;
-            }
-            ByteRange::Slice {
-                first,
-                last: last.min(len.saturating_sub(1)),
-            }
-        }
-        (true, true) => return None,
-    };
-    Some(match range {
-        ByteRange::Slice { first, .. } if first >= len => ByteRange::Unsatisfiable,
-        range => range,
-    })
+    match specs.as_slice() {
+        [ByteRangeSpec::FromTo(first, last)] if last < first => None,
+        [spec] => Some(spec.to_satisfiable_range(len).map_or(
+            ByteRange::Unsatisfiable,
+            |(first, last)| ByteRange::Slice { first, last },
+        )),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -325,19 +272,21 @@ mod tests {
         assert!(!has_version_param(""));
     }
 
-    fn accept_encoding(values: &[&str]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for value in values {
-            headers.append(
-                header::ACCEPT_ENCODING,
-                HeaderValue::from_str(value).unwrap(),
-            );
+    fn request(headers: &[(&str, &str)]) -> HttpRequest {
+        let mut req = actix_web::test::TestRequest::default();
+        for (name, value) in headers {
+            req = req.append_header((*name, *value));
         }
-        headers
+        req.to_http_request()
     }
 
     #[test]
     fn reads_accept_encoding_weights() {
+        let accepts = |values: &[&str]| {
+            let headers: Vec<(&str, &str)> =
+                values.iter().map(|v| ("accept-encoding", *v)).collect();
+            accepts_gzip(&request(&headers))
+        };
         for accepted in [
             &["gzip"][..],
             &["gzip, deflate, br"],
@@ -345,8 +294,9 @@ mod tests {
             &["*"],
             &["br", "gzip"],
             &["gzip;q=0.001"],
+            &["x-gzip"],
         ] {
-            assert!(accepts_gzip(&accept_encoding(accepted)), "{accepted:?}");
+            assert!(accepts(accepted), "{accepted:?}");
         }
         for refused in [
             &[][..],
@@ -359,42 +309,31 @@ mod tests {
             &["gzip;q=nonsense"],
             &["gzipped"],
         ] {
-            assert!(!accepts_gzip(&accept_encoding(refused)), "{refused:?}");
+            assert!(!accepts(refused), "{refused:?}");
         }
     }
 
     #[test]
-    fn compares_entity_tags() {
-        let etag = b"\"abc\"";
-        assert!(list_matches(b"\"abc\"", etag, Comparison::Strong));
-        assert!(list_matches(b"\"x\", \"abc\"", etag, Comparison::Strong));
-        assert!(list_matches(b"*", etag, Comparison::Strong));
-        assert!(list_matches(b"W/\"abc\"", etag, Comparison::Weak));
-        assert!(!list_matches(b"W/\"abc\"", etag, Comparison::Strong));
-        assert!(!list_matches(b"\"abcd\", \"ab\"", etag, Comparison::Weak));
-        assert!(!list_matches(b"abc", etag, Comparison::Weak));
-        assert!(!list_matches(b"\"abc", etag, Comparison::Weak));
-        assert!(!list_matches(b"", etag, Comparison::Weak));
-    }
-
-    #[test]
     fn reads_single_byte_ranges() {
+        let range = |value: &str, len| {
+            let req = request(&[("range", value)]);
+            typed::<Range>(&req)
+                .and_then(Result::ok)
+                .and_then(|range| byte_range(&range, len))
+        };
         let slice = |first, last| Some(ByteRange::Slice { first, last });
-        assert_eq!(byte_range(b"bytes=0-9", 100), slice(0, 9));
-        assert_eq!(byte_range(b"bytes=90-", 100), slice(90, 99));
-        assert_eq!(byte_range(b"bytes=90-1000", 100), slice(90, 99));
-        assert_eq!(byte_range(b"bytes=-10", 100), slice(90, 99));
-        assert_eq!(byte_range(b"bytes=-1000", 100), slice(0, 99));
-        assert_eq!(
-            byte_range(b"bytes=100-", 100),
-            Some(ByteRange::Unsatisfiable)
-        );
-        assert_eq!(byte_range(b"bytes=-0", 100), Some(ByteRange::Unsatisfiable));
-        assert_eq!(byte_range(b"bytes=0-", 0), Some(ByteRange::Unsatisfiable));
-        // Not one well-formed range: the whole body.
-        assert_eq!(byte_range(b"bytes=9-0", 100), None);
-        assert_eq!(byte_range(b"bytes=0-1,5-6", 100), None);
-        assert_eq!(byte_range(b"items=0-1", 100), None);
-        assert_eq!(byte_range(b"bytes=+1-2", 100), None);
+        assert_eq!(range("bytes=0-9", 100), slice(0, 9));
+        assert_eq!(range("bytes=90-", 100), slice(90, 99));
+        assert_eq!(range("bytes=90-1000", 100), slice(90, 99));
+        assert_eq!(range("bytes=-10", 100), slice(90, 99));
+        assert_eq!(range("bytes=-1000", 100), slice(0, 99));
+        assert_eq!(range("bytes=100-", 100), Some(ByteRange::Unsatisfiable));
+        assert_eq!(range("bytes=-0", 100), Some(ByteRange::Unsatisfiable));
+        assert_eq!(range("bytes=0-", 0), Some(ByteRange::Unsatisfiable));
+        // Not one valid range: the whole body.
+        assert_eq!(range("bytes=9-0", 100), None);
+        assert_eq!(range("bytes=0-1,5-6", 100), None);
+        assert_eq!(range("items=0-1", 100), None);
+        assert_eq!(range("bytes=a-2", 100), None);
     }
 }

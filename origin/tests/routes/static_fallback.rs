@@ -2,9 +2,9 @@
 
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
-use actix_web::{test, App, Error};
+use actix_web::{test, web, App, Error};
 use origin::config::StaticFallback;
-use origin::{configure_static_fallback, Metrics};
+use origin::{configure_static_fallback, Metrics, Www};
 use serde_json::{json, Value};
 
 use crate::support::{body_text, header, Site, MAINTENANCE_HTML, SECRET};
@@ -18,8 +18,9 @@ pub(crate) async fn app(
         retry_after: 7,
     };
     let metrics = Metrics::new("static-fallback", "build-42").unwrap();
+    let files = web::Data::new(Www::load(&settings.www).unwrap());
     test::init_service(
-        App::new().configure(|cfg| configure_static_fallback(cfg, &settings, &metrics)),
+        App::new().configure(|cfg| configure_static_fallback(cfg, &settings, &files, &metrics)),
     )
     .await
 }
@@ -137,5 +138,36 @@ async fn traversal_never_escapes_www() {
             !body_text(res).await.contains(SECRET),
             "{uri} leaked the secret"
         );
+    }
+}
+
+/// A file has the same validators whichever server of the tier sends it, so a browser's
+/// cached copy from one revalidates against the other.
+#[actix_web::test]
+async fn assets_have_the_same_validators_as_from_static_main() {
+    let site = Site::new();
+    let fallback = app(&site).await;
+    let main = crate::static_main::app(&site).await;
+    for uri in ["/maintenance.html", "/pkg/client.js", "/pkg/client_bg.wasm"] {
+        let get = || test::TestRequest::get().uri(uri).to_request();
+        let from_fallback = test::call_service(&fallback, get()).await;
+        let from_main = test::call_service(&main, get()).await;
+        for name in [header::ETAG, header::LAST_MODIFIED] {
+            assert!(from_main.headers().contains_key(&name), "{uri}: {name}");
+            assert_eq!(
+                header(&from_fallback, name.clone()),
+                header(&from_main, name.clone()),
+                "{uri}: {name}"
+            );
+        }
+        // And a conditional request with static-main's tag is answered 304 by the fallback.
+        let etag = header(&from_main, header::ETAG);
+        let revalidate = test::TestRequest::get()
+            .uri(uri)
+            .insert_header((header::IF_NONE_MATCH, etag))
+            .to_request();
+        let res = test::call_service(&fallback, revalidate).await;
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED, "{uri}");
+        assert_eq!(header(&res, header::CACHE_CONTROL), "no-store", "{uri}");
     }
 }
