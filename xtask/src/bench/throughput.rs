@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use driver::{ProcessSpec, Readiness, Role, ServerProcess, Stack};
+use driver::{ProcessSpec, Readiness, Role, ServerProcess, Stack, Tier};
 use tempfile::TempDir;
 
 use super::{output_within, thousands, Bench, Figure, FigureId, Goal, Series, Summary, Unit};
@@ -166,7 +166,7 @@ http {{
         location = /healthz {{
             default_type application/json;
             add_header Cache-Control no-store;
-            return 200 '{{"status":"ok","tier":"static","build":"nginx"}}';
+            return 200 '{{"status":"ok","tier":"static","build":"{NGINX_BUILD}"}}';
         }}
     }}
 }}
@@ -174,8 +174,11 @@ http {{
     )
 }
 
+/// The build id nginx's `/healthz` reports.
+const NGINX_BUILD: &str = "nginx";
+
 /// Points HAProxy's `static/static-main` at `addr` through the runtime API and waits until
-/// answers come from it (nginx says so in its `Server` header; origin sends none).
+/// answers come from it (nginx's `/healthz` names build "nginx").
 fn point_static_main(
     bench: &Bench,
     stack: &Stack,
@@ -198,10 +201,10 @@ fn point_static_main(
     let mut last = String::new();
     while in_a_row < 20 {
         bench.check_interrupt()?;
-        let response = stack.get(PATH);
-        let from_nginx = response
-            .header("server")
-            .is_some_and(|server| server.contains("nginx"));
+        // HAProxy removes the `Server` header (haproxy.cfg's security headers), so the
+        // static tier's health answer tells who serves: nginx's names build "nginx".
+        let response = stack.get(Tier::Static.health_path());
+        let from_nginx = response.status == 200 && response.json()["build"] == NGINX_BUILD;
         if response.status == 200 && from_nginx == expect_nginx {
             in_a_row += 1;
         } else {
