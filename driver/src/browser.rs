@@ -38,8 +38,7 @@ use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fantoccini::wd::Capabilities;
 use fantoccini::{Client, ClientBuilder};
@@ -441,17 +440,22 @@ struct Sweep(PathBuf);
 
 impl Drop for Sweep {
     fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let stragglers = processes_naming(&self.0);
-            if stragglers.is_empty() || Instant::now() > deadline {
-                break;
-            }
-            for pid in stragglers {
-                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        // Best effort: whatever is left after 5 s is reported by nobody (this runs in drop).
+        let _ = crate::poll_until(
+            Duration::from_secs(5),
+            "no process names the directory",
+            || {
+                let stragglers = processes_naming(&self.0);
+                for &pid in &stragglers {
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                }
+                if stragglers.is_empty() {
+                    Ok(())
+                } else {
+                    Err(stragglers)
+                }
+            },
+        );
     }
 }
 
@@ -683,18 +687,9 @@ impl Browser {
         mut check: impl FnMut(&Browser) -> Result<T, String>,
         context: impl FnOnce() -> String,
     ) -> T {
-        let started = Instant::now();
-        loop {
-            match check(self) {
-                Ok(value) => return value,
-                Err(seen) if started.elapsed() >= timeout => panic!(
-                    "timed out after {:.1?} waiting until {what}\nlast seen: {seen}\n{}\n{}",
-                    started.elapsed(),
-                    self.describe(),
-                    context()
-                ),
-                Err(_) => thread::sleep(BROWSER_POLL),
-            }
+        match crate::wait::poll_every(BROWSER_POLL, timeout, what, || check(self)) {
+            Ok(value) => value,
+            Err(timed_out) => panic!("{timed_out}\n{}\n{}", self.describe(), context()),
         }
     }
 

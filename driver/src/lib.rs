@@ -58,4 +58,4 @@ pub use process::{ProcessSpec, Readiness, ServerProcess};
 pub use server::{origin_spec, Server};
 pub use stack::{default_www_dir, Stack, StackBuilder, WWW_ENV};
 pub use topology::Topology;
-pub use wait::{poll_until, wait_until, TimedOut, POLL_INTERVAL};
+pub use wait::{poll_every, poll_until, wait_until, TimedOut, POLL_INTERVAL};

@@ -35,6 +35,16 @@ impl std::error::Error for TimedOut {}
 pub fn poll_until<T, E: Debug>(
     timeout: Duration,
     what: &str,
+    check: impl FnMut() -> Result<T, E>,
+) -> Result<T, TimedOut> {
+    poll_every(POLL_INTERVAL, timeout, what, check)
+}
+
+/// [`poll_until`], looking every `interval` (a browser round trip costs more than a socket's).
+pub fn poll_every<T, E: Debug>(
+    interval: Duration,
+    timeout: Duration,
+    what: &str,
     mut check: impl FnMut() -> Result<T, E>,
 ) -> Result<T, TimedOut> {
     let started = Instant::now();
@@ -48,7 +58,7 @@ pub fn poll_until<T, E: Debug>(
                     last_seen: format!("{seen:#?}"),
                 })
             }
-            Err(_) => thread::sleep(POLL_INTERVAL),
+            Err(_) => thread::sleep(interval),
         }
     }
 }

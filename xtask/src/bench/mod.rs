@@ -383,6 +383,35 @@ impl Bench {
     }
 
     /// Prints one progress line: `P1 run 2/3  haproxy.cfg  0.62 s`.
+    /// [`driver::poll_until`] for the bench: `check` answers `Ok(Ok(value))` when done,
+    /// `Ok(Err(seen))` when not yet, and `Err(error)` to give up at once (a process died);
+    /// Ctrl-C gives up too.
+    pub fn wait_until<T>(
+        &self,
+        limit: Duration,
+        what: &str,
+        mut check: impl FnMut() -> Result<Result<T, String>>,
+    ) -> Result<T> {
+        let mut stopped = None;
+        let waited = driver::poll_until(limit, what, || {
+            match self.check_interrupt().and_then(|()| check()) {
+                Ok(Ok(value)) => Ok(Some(value)),
+                Ok(Err(seen)) => Err(seen),
+                Err(error) => {
+                    stopped = Some(error);
+                    Ok(None)
+                }
+            }
+        });
+        match waited {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => {
+                Err(stopped.unwrap_or_else(|| anyhow::anyhow!("stopped waiting until {what}")))
+            }
+            Err(timed_out) => Err(timed_out.into()),
+        }
+    }
+
     pub fn progress(&self, id: FigureId, run: usize, variant: &str, text: &str) {
         println!("{id} run {run}/{}  {variant:<28} {text}", self.runs);
     }
@@ -452,22 +481,19 @@ pub fn output_within(bench: &Bench, command: &mut Command, limit: Duration) -> R
             bytes
         })
     });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().context("could not wait for a child")? {
-            break status;
-        }
-        let stop = if started.elapsed() > limit {
-            Some(format!("`{line}` ran longer than {limit:?}"))
-        } else {
-            bench.check_interrupt().err().map(|err| err.to_string())
-        };
-        if let Some(why) = stop {
+    let waited = bench.wait_until(limit, &format!("`{line}` ends"), || {
+        Ok(child
+            .try_wait()
+            .context("could not wait for a child")?
+            .ok_or_else(|| "still running".to_owned()))
+    });
+    let status = match waited {
+        Ok(status) => status,
+        Err(why) => {
             let _ = child.kill();
             let _ = child.wait();
             bail!("{why}; it was stopped");
         }
-        thread::sleep(Duration::from_millis(20));
     };
     let [stdout, stderr] = readers.map(|reader| reader.join().unwrap_or_default());
     Ok(Output {

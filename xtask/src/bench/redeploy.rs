@@ -123,13 +123,9 @@ impl Up {
     /// Waits until `/` is the dashboard (no maintenance) and `/api/healthz` answers 200.
     fn wait_healthy(&mut self, bench: &Bench, what: &str) -> Result<Duration> {
         let started = Instant::now();
-        loop {
-            bench.check_interrupt()?;
+        let waited = bench.wait_until(HEALTHY_DEADLINE, what, || {
             if let Some(status) = self.process.exit_status() {
-                bail!(
-                    "`cargo xtask up` exited ({status}) while waiting for {what}:\n{}",
-                    self.log_tail()
-                );
+                bail!("`cargo xtask up` exited ({status})");
             }
             let get = |path: &str| {
                 Request::get(&format!("http://{}{path}", self.addr))
@@ -138,17 +134,16 @@ impl Up {
                     .map(|answer| answer.status)
                     .unwrap_or(0)
             };
-            if get("/") == 200 && get("/api/healthz") == 200 {
-                return Ok(started.elapsed());
-            }
-            if started.elapsed() > HEALTHY_DEADLINE {
-                bail!(
-                    "timed out after {HEALTHY_DEADLINE:?} waiting for {what}:\n{}",
-                    self.log_tail()
-                );
-            }
-            bench.pause(Duration::from_millis(20))?;
-        }
+            let (page, api) = (get("/"), get("/api/healthz"));
+            Ok(if page == 200 && api == 200 {
+                Ok(())
+            } else {
+                Err(format!("/ {page}, /api/healthz {api}"))
+            })
+        });
+        waited
+            .map(|()| started.elapsed())
+            .map_err(|error| anyhow::anyhow!("{error}\n{}", self.log_tail()))
     }
 
     fn log_tail(&self) -> String {

@@ -305,23 +305,22 @@ fn one_run(bench: &Bench, tabs: &[Browser], www: &Path, outage: Duration) -> Res
     for (i, tab) in tabs.iter().enumerate() {
         bench.pause((STAGGER * i as u32).saturating_sub(opening.elapsed()))?;
         tab.goto(&url);
-        wait_for(bench, &format!("tab {} shows api-down", i + 1), || {
-            let view = TabView::read(tab)?;
-            if view.state.as_deref() == Some("api-down") && view.path == "/" {
-                Ok(())
-            } else {
-                Err(format!("{view:?}"))
-            }
+        bench.wait_until(DEADLINE, &format!("tab {} shows api-down", i + 1), || {
+            Ok(TabView::read(tab).and_then(|view| {
+                if view.state.as_deref() == Some("api-down") && view.path == "/" {
+                    Ok(())
+                } else {
+                    Err(format!("{view:?}"))
+                }
+            }))
         })?;
         tab.try_eval(WATCH_HEALTHY_JS).map_err(anyhow::Error::msg)?;
     }
     bench.pause(outage)?;
     stack.server_mut(Role::ApiMain).restart();
     let healthy_at = epoch_ms();
-    let started = Instant::now();
     let mut back: Vec<Option<(f64, Option<f64>)>> = vec![None; tabs.len()];
-    while back.iter().any(Option::is_none) {
-        bench.check_interrupt()?;
+    bench.wait_until(DEADLINE, "every tab is back on the dashboard", || {
         for (slot, tab) in back.iter_mut().zip(tabs) {
             if slot.is_none() {
                 if let Ok(view) = TabView::read(tab) {
@@ -331,19 +330,16 @@ fn one_run(bench: &Bench, tabs: &[Browser], www: &Path, outage: Duration) -> Res
                 }
             }
         }
-        if started.elapsed() > DEADLINE {
+        Ok(if back.iter().all(Option::is_some) {
+            Ok(())
+        } else {
             let views: Vec<String> = tabs
                 .iter()
                 .map(|tab| format!("{:?}", TabView::read(tab)))
                 .collect();
-            bail!(
-                "not every tab was back on the dashboard {DEADLINE:?} after api-main \
-                 restarted; tabs: {}",
-                views.join("; ")
-            );
-        }
-        bench.pause(Duration::from_millis(100))?;
-    }
+            Err(format!("tabs: {}", views.join("; ")))
+        })
+    })?;
     bench.pause(WATCH)?;
     let mut navigations = Vec::new();
     for tab in tabs {
@@ -373,23 +369,4 @@ fn one_run(bench: &Bench, tabs: &[Browser], www: &Path, outage: Duration) -> Res
         after_healthy,
         navigations,
     })
-}
-
-/// Polls `check` every 100 ms until it holds, for at most [`DEADLINE`].
-fn wait_for(
-    bench: &Bench,
-    what: &str,
-    mut check: impl FnMut() -> Result<(), String>,
-) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        bench.check_interrupt()?;
-        match check() {
-            Ok(()) => return Ok(()),
-            Err(seen) if started.elapsed() > DEADLINE => {
-                bail!("timed out after {DEADLINE:?} waiting until {what}; last seen: {seen}")
-            }
-            Err(_) => bench.pause(Duration::from_millis(100))?,
-        }
-    }
 }
