@@ -38,8 +38,8 @@ struct App {
     document: Document,
     machine: RefCell<RecoveryMachine>,
     timer: RefCell<Option<Timeout>>,
-    /// The recovery hint in flight: its abort handle and its own timeout.
-    hint: RefCell<Option<(AbortController, Timeout)>>,
+    /// The recovery hint in flight: its id, abort handle and own timeout.
+    hint: RefCell<Option<(u32, AbortController, Timeout)>>,
     /// The loop guard's record of this tab, updated when the client takes the tab back.
     trips: core::cell::Cell<Trips>,
 }
@@ -171,7 +171,7 @@ fn dispatch(app: &Rc<App>, event: Event) {
             }
             Action::Hint { id, timeout_ms } => start_hint(app, id, timeout_ms),
             Action::CancelHint => {
-                if let Some((controller, _timeout)) = app.hint.borrow_mut().take() {
+                if let Some((_, controller, _timeout)) = app.hint.borrow_mut().take() {
                     controller.abort();
                 }
             }
@@ -208,11 +208,16 @@ fn start_hint(app: &Rc<App>, id: u32, timeout_ms: u32) {
     let request = fetch(contract::RECOVERY_HINT_PATH, &controller.signal());
     let abort = controller.clone();
     let timeout = Timeout::new(timeout_ms, move || abort.abort());
-    *app.hint.borrow_mut() = Some((controller, timeout));
+    *app.hint.borrow_mut() = Some((id, controller, timeout));
     let app = app.clone();
     spawn_local(async move {
         let answer = hint_answer(request).await.unwrap_or(HintAnswer::Failed);
-        app.hint.borrow_mut().take();
+        // A cancelled hint ends after a newer one started: leave the newer one's handles.
+        let mut slot = app.hint.borrow_mut();
+        if slot.as_ref().is_some_and(|(current, _, _)| *current == id) {
+            slot.take();
+        }
+        drop(slot);
         dispatch(&app, hint_done(id, answer));
     });
 }
