@@ -28,8 +28,8 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use driver::{
-    HaproxyEnv, ProcessSpec, Readiness, Role, RuntimeApi, Server, ServerProcess, Signal, Tier,
-    Topology,
+    HaproxyEnv, Host, ProcessSpec, Readiness, Role, RuntimeApi, Server, ServerProcess, Signal,
+    Tier, Topology,
 };
 
 use crate::{
@@ -327,7 +327,7 @@ impl Supervisor {
         .log_file(log_file(Server::Origin(role)))
         // Its own process group: Ctrl-C reaches `up` alone, which stops servers in order.
         .own_process_group();
-        Ok(self.topology.place(Some(role), spec))
+        Ok(self.topology.place(Host::Origin(role), spec))
     }
 
     /// A new listening socket for `role` on `listen` (port 0: a free one).
@@ -414,6 +414,7 @@ impl Supervisor {
             origins: Role::ALL.map(listen),
             stats_socket: haproxy_socket(),
             www: self.www.clone(),
+            stats_addr: None,
             state_file: Some(haproxy_state_file()),
         }
     }
@@ -453,7 +454,9 @@ impl Supervisor {
             .readiness(Readiness::Accepts(self.site))
             .log_file(log_file(Server::Haproxy))
             .own_process_group();
-        let spec = self.topology.place(None, self.haproxy_env().apply(spec));
+        let spec = self
+            .topology
+            .place(Host::LbA, self.haproxy_env().apply(spec));
         let process = ServerProcess::try_spawn(spec).map_err(|failed| {
             anyhow!(
                 "haproxy did not start ({}); run `cargo xtask install` if it is missing",
