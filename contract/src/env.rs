@@ -17,6 +17,10 @@ pub const WWW_DIR: &str = "WWW_DIR";
 /// Optional: where server states are kept across a reload (`server-state-file`).
 pub const HAPROXY_SERVER_STATE_FILE: &str = "HAPROXY_SERVER_STATE_FILE";
 
+/// Optional: an `ipv4@ADDR:PORT` where HAProxy also answers the runtime API read-only
+/// (`level user`), for an api-main on another host.
+pub const HAPROXY_STATS_ADDR: &str = "HAPROXY_STATS_ADDR";
+
 /// Every variable `haproxy.cfg` needs set.
 pub const REQUIRED: [&str; 7] = [
     HAPROXY_BIND,
@@ -29,4 +33,4 @@ pub const REQUIRED: [&str; 7] = [
 ];
 
 /// Variables `haproxy.cfg` reads only when they are set (`.if defined(...)`).
-pub const OPTIONAL: [&str; 1] = [HAPROXY_SERVER_STATE_FILE];
+pub const OPTIONAL: [&str; 2] = [HAPROXY_SERVER_STATE_FILE, HAPROXY_STATS_ADDR];

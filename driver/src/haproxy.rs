@@ -29,6 +29,8 @@ pub struct HaproxyEnv {
     pub www: PathBuf,
     /// Where server states survive a reload, if anywhere.
     pub state_file: Option<PathBuf>,
+    /// Where HAProxy also answers the runtime API read-only over TCP, if anywhere.
+    pub stats_addr: Option<SocketAddr>,
 }
 
 impl HaproxyEnv {
@@ -42,6 +44,9 @@ impl HaproxyEnv {
         vars.push((env::WWW_DIR, self.www.clone().into()));
         if let Some(state_file) = &self.state_file {
             vars.push((env::HAPROXY_SERVER_STATE_FILE, state_file.clone().into()));
+        }
+        if let Some(addr) = self.stats_addr {
+            vars.push((env::HAPROXY_STATS_ADDR, addr.to_string().into()));
         }
         vars
     }

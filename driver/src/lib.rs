@@ -11,7 +11,8 @@
 //!   reaped on drop.
 //! - [`poll_until`] waits for a condition with a deadline (a `Result`), [`wait_until`] is its
 //!   panicking form for tests; nothing here sleeps a fixed time.
-//! - [`Topology`] says where each server runs: today every server on one loopback address.
+//! - [`Topology`] says where each server runs: every server on one loopback address, or
+//!   each on its own [`Host`] (a network namespace; [`Network`] makes and removes them).
 //! - [`Stack`] starts a whole test stack in a temporary directory, waits until it is healthy,
 //!   and kills and reaps every process when dropped.
 //! - [`http`] is a small HTTP/1.1 client over `std::net::TcpStream`, able to send
@@ -37,6 +38,7 @@ pub mod browser;
 pub mod expect;
 mod haproxy;
 pub mod http;
+mod network;
 mod paths;
 mod process;
 mod server;
@@ -49,6 +51,7 @@ pub use contract::{
 };
 
 pub use haproxy::{HaproxyEnv, RuntimeApi, ServerStat};
+pub use network::Network;
 pub use nix::sys::signal::Signal;
 pub use paths::{
     free_port, free_port_on, haproxy_binary, origin_binary, private_loopback, target_dir,
@@ -57,5 +60,5 @@ pub use paths::{
 pub use process::{ProcessSpec, Readiness, ServerProcess};
 pub use server::{origin_spec, Server};
 pub use stack::{default_www_dir, Stack, StackBuilder, WWW_ENV};
-pub use topology::Topology;
+pub use topology::{Host, Topology, BRIDGE_IP, ORIGIN_PORT, SITE_PORT, STATS_PORT, VIP};
 pub use wait::{poll_every, poll_until, wait_until, TimedOut, POLL_INTERVAL};

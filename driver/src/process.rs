@@ -150,6 +150,16 @@ impl ProcessSpec {
         self
     }
 
+    /// The same process started through `launcher` (e.g. `ip netns exec NS`): the launcher
+    /// becomes the program, the old program and its arguments follow `launcher_args`.
+    pub fn launched_by(mut self, launcher: &str, launcher_args: &[&str]) -> Self {
+        let mut args: Vec<OsString> = launcher_args.iter().map(OsString::from).collect();
+        args.push(std::mem::replace(&mut self.program, launcher.into()).into());
+        args.append(&mut self.args);
+        self.args = args;
+        self
+    }
+
     /// The name given to [`ProcessSpec::new`].
     pub fn name(&self) -> &str {
         &self.name

@@ -1,4 +1,5 @@
-//! The whole stack: four origin servers and HAProxy, on loopback, in a temporary directory.
+//! The whole stack: four origin servers and HAProxy in a temporary directory, on loopback or
+//! across hosts (two HAProxy behind keepalived's VIP, see [`Network`]).
 
 use std::fmt::{self, Debug, Write as _};
 use std::io;
@@ -12,10 +13,11 @@ use tempfile::TempDir;
 
 use crate::haproxy::{HaproxyEnv, RuntimeApi, ServerStat};
 use crate::http::{Request, Response};
+use crate::network::Network;
 use crate::paths::{haproxy_binary, origin_binary, workspace_root};
 use crate::process::{ProcessSpec, Readiness, ServerProcess};
 use crate::server::origin_spec;
-use crate::topology::Topology;
+use crate::topology::{Host, Topology, STATS_PORT};
 use crate::wait;
 
 /// How long the stack may take to start, and HAProxy to reload. Generous: the machine may be
@@ -55,9 +57,17 @@ pub struct StackBuilder {
     www: Option<PathBuf>,
     build_id: String,
     config: Option<PathBuf>,
+    hosts: bool,
 }
 
 impl StackBuilder {
+    /// Run across hosts: each server in a network namespace of its own, two HAProxy behind
+    /// keepalived's VIP (see [`Network`]); needs root.
+    pub fn hosts(mut self) -> StackBuilder {
+        self.hosts = true;
+        self
+    }
+
     /// Serve `dir` instead of `$E2E_WWW` or the workspace's `www/` (it needs the same files).
     pub fn www(mut self, dir: impl Into<PathBuf>) -> StackBuilder {
         self.www = Some(dir.into());
@@ -122,8 +132,21 @@ impl StackBuilder {
             .prefix("stack-")
             .tempdir()
             .unwrap_or_else(|error| panic!("cannot create a temporary directory: {error}"));
-        let socket = dir.path().join("haproxy.sock");
-        let topology = Topology::private_loopback();
+        let network = self
+            .hosts
+            .then(|| Network::up().unwrap_or_else(|error| panic!("{error}")));
+        let topology = network
+            .as_ref()
+            .map_or_else(Topology::private_loopback, |network| {
+                network.topology().clone()
+            });
+        let socket_of = |host: Host| match host {
+            Host::LbA => dir.path().join("haproxy.sock"),
+            _ => dir.path().join(format!("haproxy-{host}.sock")),
+        };
+        // Across hosts api-main still reads lb-a's Unix socket (one file system): reading
+        // each balancer's TCP stats socket is the next step.
+        let socket = socket_of(Host::LbA);
         let origins: Vec<ServerProcess> = Role::ALL
             .iter()
             .map(|&role| {
@@ -131,37 +154,63 @@ impl StackBuilder {
                 let spec =
                     origin_spec(origin_binary(), role, listen, &self.build_id, &www, &socket)
                         .current_dir(dir.path());
-                ServerProcess::spawn(topology.place(Some(role), spec))
+                ServerProcess::spawn(topology.place(Host::Origin(role), spec))
             })
             .collect();
 
         let config = self
             .config
             .unwrap_or_else(|| workspace_root().join("haproxy.cfg"));
-        let environment = |bind| HaproxyEnv {
-            bind,
-            origins: Role::ALL.map(|role| origins[role as usize].addr()),
-            stats_socket: socket.clone(),
-            www: www.clone(),
-            state_file: None,
-        };
-        let haproxy = start_haproxy(&topology, &config, environment, dir.path());
+        let balancers: Vec<Balancer> = topology
+            .balancers()
+            .iter()
+            .map(|&host| {
+                let environment = |bind| HaproxyEnv {
+                    bind,
+                    origins: Role::ALL.map(|role| origins[role as usize].addr()),
+                    stats_socket: socket_of(host),
+                    www: www.clone(),
+                    state_file: None,
+                    stats_addr: network
+                        .is_some()
+                        .then(|| SocketAddr::from((host.ip(), STATS_PORT))),
+                };
+                let haproxy = start_haproxy(&topology, host, &config, environment, dir.path());
+                let keepalived = network.as_ref().map(|network| {
+                    ServerProcess::spawn(network.keepalived(host, haproxy.pid(), dir.path()))
+                });
+                Balancer {
+                    host,
+                    haproxy,
+                    api: RuntimeApi::new(socket_of(host)),
+                    keepalived,
+                }
+            })
+            .collect();
+        let site = topology.site(balancers[0].haproxy.addr());
         let stack = Stack {
-            haproxy,
+            site,
+            balancers,
             origins,
             www,
-            api: RuntimeApi::new(socket),
             config,
+            network,
             dir,
         };
         stack.wait_until_checked(START_TIMEOUT, true);
+        if stack.network.is_some() {
+            stack.wait_for_status("/", 200, START_TIMEOUT);
+        }
         stack
     }
 }
 
-/// Starts HAProxy on a free port, trying another port if that one was taken meanwhile.
+/// Starts `host`'s HAProxy on a free port, trying another port if that one was taken
+/// meanwhile. Across hosts each runs as `haproxy-<host>` (a link to the binary), so `ps`
+/// tells the two apart.
 fn start_haproxy(
     topology: &Topology,
+    host: Host,
     config: &Path,
     environment: impl Fn(SocketAddr) -> HaproxyEnv,
     dir: &Path,
@@ -170,12 +219,25 @@ fn start_haproxy(
     loop {
         attempts += 1;
         let bind = topology.haproxy_bind();
-        let spec = ProcessSpec::new("haproxy", haproxy_binary())
+        let spec = match topology {
+            Topology::Loopback { .. } => ProcessSpec::new("haproxy", haproxy_binary()),
+            Topology::Hosts { .. } => {
+                let link = dir.join(format!("haproxy-{host}"));
+                if !link.exists() {
+                    std::os::unix::fs::symlink(haproxy_binary(), &link)
+                        .unwrap_or_else(|error| panic!("cannot link {}: {error}", link.display()));
+                }
+                // Its own group: a SIGKILL to the group takes the workers too, as a crashed
+                // host would.
+                ProcessSpec::new(format!("haproxy-{host}"), link).own_process_group()
+            }
+        };
+        let spec = spec
             .args(["-W", "-db", "-f"])
             .arg(config)
             .current_dir(dir)
-            .readiness(Readiness::Accepts(bind));
-        let spec = topology.place(None, environment(bind).apply(spec));
+            .readiness(Readiness::Accepts(topology.haproxy_reached(host, bind)));
+        let spec = topology.place(host, environment(bind).apply(spec));
         match ServerProcess::try_spawn(spec) {
             Ok(haproxy) => return haproxy,
             Err(failed) => {
@@ -189,14 +251,25 @@ fn start_haproxy(
     }
 }
 
-/// A running stack; dropping it kills and reaps every process, then removes its temporary
-/// directory.
-pub struct Stack {
+/// One load balancer: its HAProxy, runtime API and (across hosts) keepalived.
+struct Balancer {
+    host: Host,
     haproxy: ServerProcess,
+    api: RuntimeApi,
+    keepalived: Option<ServerProcess>,
+}
+
+/// A running stack; dropping it kills and reaps every process, then removes its network (if
+/// across hosts) and its temporary directory.
+pub struct Stack {
+    site: SocketAddr,
+    // The first is lb-a, the one loopback has.
+    balancers: Vec<Balancer>,
     origins: Vec<ServerProcess>,
     www: PathBuf,
-    api: RuntimeApi,
     config: PathBuf,
+    // After the processes, so each is reaped before its namespace goes.
+    network: Option<Network>,
     // Last, so it is removed after every process using it is gone.
     dir: TempDir,
 }
@@ -215,12 +288,13 @@ impl Stack {
             www: None,
             build_id: "e2e".to_owned(),
             config: None,
+            hosts: false,
         }
     }
 
-    /// HAProxy's public address.
+    /// The site's address: HAProxy's on loopback, the VIP across hosts.
     pub fn addr(&self) -> SocketAddr {
-        self.haproxy.addr()
+        self.site
     }
 
     /// `http://<haproxy><path>`.
@@ -286,14 +360,46 @@ impl Stack {
         &mut self.origins[role as usize]
     }
 
-    /// The HAProxy master process.
+    /// The HAProxy master process (lb-a's across hosts).
     pub fn haproxy(&self) -> &ServerProcess {
-        &self.haproxy
+        &self.balancers[0].haproxy
     }
 
-    /// The HAProxy master process, to signal it.
+    /// The HAProxy master process (lb-a's across hosts), to signal it.
     pub fn haproxy_mut(&mut self) -> &mut ServerProcess {
-        &mut self.haproxy
+        &mut self.balancers[0].haproxy
+    }
+
+    /// The HAProxy master process on load balancer `host`.
+    #[track_caller]
+    pub fn balancer(&self, host: Host) -> &ServerProcess {
+        match self.balancers.iter().find(|b| b.host == host) {
+            Some(balancer) => &balancer.haproxy,
+            None => panic!("this stack has no load balancer {host}"),
+        }
+    }
+
+    /// The HAProxy master process on load balancer `host`, to signal it.
+    #[track_caller]
+    pub fn balancer_mut(&mut self, host: Host) -> &mut ServerProcess {
+        match self.balancers.iter_mut().find(|b| b.host == host) {
+            Some(balancer) => &mut balancer.haproxy,
+            None => panic!("this stack has no load balancer {host}"),
+        }
+    }
+
+    /// The runtime API of load balancer `host`'s HAProxy.
+    #[track_caller]
+    pub fn balancer_api(&self, host: Host) -> &RuntimeApi {
+        match self.balancers.iter().find(|b| b.host == host) {
+            Some(balancer) => &balancer.api,
+            None => panic!("this stack has no load balancer {host}"),
+        }
+    }
+
+    /// The hosts' network, when the stack runs across hosts.
+    pub fn network(&self) -> Option<&Network> {
+        self.network.as_ref()
     }
 
     /// The www directory served (absolute).
@@ -322,33 +428,33 @@ impl Stack {
 
     /// HAProxy's stats socket (runtime API, admin level).
     pub fn stats_socket(&self) -> &Path {
-        self.api.socket()
+        self.api().socket()
     }
 
-    /// HAProxy's runtime API.
+    /// HAProxy's runtime API (lb-a's across hosts).
     pub fn api(&self) -> &RuntimeApi {
-        &self.api
+        &self.balancers[0].api
     }
 
     /// Sends one command to HAProxy's runtime API and returns its answer.
     pub fn runtime_api(&self, command: &str) -> io::Result<String> {
-        self.api.command(command)
+        self.api().command(command)
     }
 
     /// Every server row of `show stat` (frontend and backend rows left out).
     pub fn server_stats(&self) -> io::Result<Vec<ServerStat>> {
-        self.api.server_stats()
+        self.api().server_stats()
     }
 
     /// Every row of `show stat`, frontends (`server` is `FRONTEND`) and backends (`BACKEND`,
     /// where HAProxy's queue is counted: `qcur`, `qmax`) included.
     pub fn stat_rows(&self) -> io::Result<Vec<ServerStat>> {
-        self.api.stat_rows()
+        self.api().stat_rows()
     }
 
     /// HAProxy's view of `role`'s server.
     pub fn server_stat(&self, role: Role) -> io::Result<ServerStat> {
-        self.api.server_stat(role)
+        self.api().server_stat(role)
     }
 
     /// Waits until HAProxy reports `role`'s server with exactly `status` (`UP`, `DOWN`, ...);
@@ -373,12 +479,12 @@ impl Stack {
     /// (a new worker starts them as UP until its first checks).
     #[track_caller]
     pub fn haproxy_reload(&mut self) {
-        let before = self.api.worker_pid().unwrap_or_else(|error| {
+        let before = self.api().worker_pid().unwrap_or_else(|error| {
             panic!("HAProxy's runtime API does not answer before the reload: {error}")
         });
-        self.haproxy.kill(Signal::SIGUSR2);
+        self.haproxy_mut().kill(Signal::SIGUSR2);
         self.wait_until(START_TIMEOUT, "a new HAProxy worker answers", || {
-            let pid = self.api.worker_pid().map_err(|e| e.to_string())?;
+            let pid = self.api().worker_pid().map_err(|e| e.to_string())?;
             if pid == before {
                 return Err(format!("the worker is still pid {pid}"));
             }
@@ -394,8 +500,8 @@ impl Stack {
         self.wait_until_checked(START_TIMEOUT, false);
     }
 
-    /// Waits until both main servers have been checked and are in a settled state (`UP` with
-    /// a passing check when `require_up`, else `UP` or `DOWN` or `MAINT`).
+    /// Waits until every HAProxy has checked both main servers and they are in a settled state
+    /// (`UP` with a passing check when `require_up`, else `UP` or `DOWN` or `MAINT`).
     fn wait_until_checked(&self, timeout: Duration, require_up: bool) {
         let what = if require_up {
             "HAProxy has checked static-main and api-main and both are UP"
@@ -405,8 +511,12 @@ impl Stack {
         self.wait_until(timeout, what, || {
             let mut states = Vec::new();
             let mut settled = true;
-            for role in Tier::ALL.map(Tier::main) {
-                let stat = self.server_stat(role).map_err(|e| e.to_string())?;
+            for (balancer, role) in self
+                .balancers
+                .iter()
+                .flat_map(|b| Tier::ALL.map(|tier| (b, tier.main())))
+            {
+                let stat = balancer.api.server_stat(role).map_err(|e| e.to_string())?;
                 let checked = !stat.check_status.is_empty() && !stat.check_status.contains("INI");
                 settled &= checked
                     && if require_up {
@@ -414,7 +524,10 @@ impl Stack {
                     } else {
                         matches!(stat.status.as_str(), "UP" | "DOWN" | "MAINT")
                     };
-                states.push(format!("{role}: {} ({})", stat.status, stat.check_status));
+                states.push(format!(
+                    "{}: {role}: {} ({})",
+                    balancer.host, stat.status, stat.check_status
+                ));
             }
             if settled {
                 Ok(())
@@ -439,7 +552,11 @@ impl Stack {
     /// the servers: what a failure message needs.
     pub fn logs(&self, lines: usize) -> String {
         let mut text = String::new();
-        let processes = std::iter::once(&self.haproxy).chain(&self.origins);
+        let processes = self
+            .balancers
+            .iter()
+            .flat_map(|b| std::iter::once(&b.haproxy).chain(&b.keepalived))
+            .chain(&self.origins);
         for process in processes {
             let _ = write!(
                 text,
@@ -471,9 +588,10 @@ impl Stack {
 impl Debug for Stack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stack")
-            .field("haproxy", &self.haproxy)
+            .field("haproxy", &self.haproxy())
             .field("origins", &self.origins)
             .field("www", &self.www)
+            .field("network", &self.network)
             .field("dir", &self.dir.path())
             .finish()
     }

@@ -1,11 +1,88 @@
 //! Where the stack's servers run and how HAProxy reaches them.
 
+use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use contract::Role;
 
 use crate::paths::{free_port_on, private_loopback};
 use crate::process::ProcessSpec;
+
+/// The bridge's address in the root namespace: the test process and browsers reach the hosts
+/// (and the VIP) from here.
+pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The virtual IP keepalived moves between the two load balancers.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+/// The site's port on the VIP.
+pub const SITE_PORT: u16 = 80;
+/// Every origin's port on its own host (fixed, so a firewall rule can name it).
+pub const ORIGIN_PORT: u16 = 8080;
+/// The port of each HAProxy's read-only `stats socket` on its own address.
+pub const STATS_PORT: u16 = 9100;
+
+/// One machine of the multi-host topology (on loopback, every server runs on one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// The first load balancer (HAProxy and keepalived, higher VRRP priority).
+    LbA,
+    /// The second load balancer.
+    LbB,
+    /// The host of one origin role.
+    Origin(Role),
+}
+
+impl Host {
+    /// The two load balancers.
+    pub const BALANCERS: [Host; 2] = [Host::LbA, Host::LbB];
+    /// Every host, load balancers first.
+    pub const ALL: [Host; 6] = [
+        Host::LbA,
+        Host::LbB,
+        Host::Origin(Role::StaticMain),
+        Host::Origin(Role::StaticFallback),
+        Host::Origin(Role::ApiMain),
+        Host::Origin(Role::ApiFallback),
+    ];
+
+    /// `lb-a`, `lb-b` or the role's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Host::LbA => "lb-a",
+            Host::LbB => "lb-b",
+            Host::Origin(role) => role.name(),
+        }
+    }
+
+    /// Its address on the bridge, in 198.18.0.0/24.
+    pub fn ip(self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, 0, self.last_octet())
+    }
+
+    fn last_octet(self) -> u8 {
+        match self {
+            Host::LbA => 11,
+            Host::LbB => 12,
+            Host::Origin(Role::StaticMain) => 21,
+            Host::Origin(Role::StaticFallback) => 22,
+            Host::Origin(Role::ApiMain) => 31,
+            Host::Origin(Role::ApiFallback) => 32,
+        }
+    }
+
+    /// The position in [`Host::ALL`].
+    pub fn index(self) -> usize {
+        Host::ALL
+            .iter()
+            .position(|&host| host == self)
+            .expect("every host is in Host::ALL")
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
 
 /// The shape of a stack's network. Everything that starts a stack asks it where a server
 /// listens and how a process is run, so a second shape is one more variant here.
@@ -17,6 +94,12 @@ pub enum Topology {
         /// The address every process of the stack listens on.
         ip: Ipv4Addr,
     },
+    /// Each [`Host`] a network namespace on one bridge (see [`crate::Network`]): origins on
+    /// [`ORIGIN_PORT`] of their host, two HAProxy behind keepalived's [`VIP`].
+    Hosts {
+        /// This run's id, part of every namespace and link name.
+        run: String,
+    },
 }
 
 impl Topology {
@@ -27,25 +110,61 @@ impl Topology {
         }
     }
 
-    /// Where `role`'s origin binds: port 0, it reports the port it got.
-    pub fn origin_listen(&self, _role: Role) -> SocketAddr {
+    /// Where `role`'s origin binds: on loopback port 0 (it reports the port it got).
+    pub fn origin_listen(&self, role: Role) -> SocketAddr {
         match self {
             Topology::Loopback { ip } => SocketAddr::from((*ip, 0)),
+            Topology::Hosts { .. } => SocketAddr::from((Host::Origin(role).ip(), ORIGIN_PORT)),
         }
     }
 
-    /// A free address for HAProxy's frontend.
+    /// HAProxy's `bind`: a free loopback port, or every address of its host (the VIP
+    /// comes and goes with keepalived).
     pub fn haproxy_bind(&self) -> SocketAddr {
         match self {
             Topology::Loopback { ip } => SocketAddr::from((*ip, free_port_on(*ip))),
+            Topology::Hosts { .. } => SocketAddr::from((Ipv4Addr::UNSPECIFIED, SITE_PORT)),
         }
     }
 
-    /// `spec` as it must run for `host` (`None`: HAProxy's host). On loopback every process
-    /// runs here, unchanged.
-    pub fn place(&self, _host: Option<Role>, spec: ProcessSpec) -> ProcessSpec {
+    /// Where `host`'s HAProxy, bound to `bind`, accepts connections (its readiness).
+    pub fn haproxy_reached(&self, host: Host, bind: SocketAddr) -> SocketAddr {
         match self {
-            Topology::Loopback { .. } => spec,
+            Topology::Loopback { .. } => bind,
+            Topology::Hosts { .. } => SocketAddr::from((host.ip(), bind.port())),
+        }
+    }
+
+    /// Where visitors reach the site, given HAProxy's bind.
+    pub fn site(&self, bind: SocketAddr) -> SocketAddr {
+        match self {
+            Topology::Loopback { .. } => bind,
+            Topology::Hosts { .. } => SocketAddr::from((VIP, bind.port())),
+        }
+    }
+
+    /// The hosts that run HAProxy.
+    pub fn balancers(&self) -> &'static [Host] {
+        match self {
+            Topology::Loopback { .. } => &Host::BALANCERS[..1],
+            Topology::Hosts { .. } => &Host::BALANCERS,
+        }
+    }
+
+    /// The network namespace of `host` (`None` on loopback).
+    pub fn namespace(&self, host: Host) -> Option<String> {
+        match self {
+            Topology::Loopback { .. } => None,
+            Topology::Hosts { run } => Some(format!("{}-{run}-{host}", crate::network::PREFIX)),
+        }
+    }
+
+    /// `spec` as it must run on `host`: unchanged on loopback, else under `ip netns exec`
+    /// (which execs the program: the pid stays the server's).
+    pub fn place(&self, host: Host, spec: ProcessSpec) -> ProcessSpec {
+        match self.namespace(host) {
+            None => spec,
+            Some(namespace) => spec.launched_by("ip", &["netns", "exec", &namespace]),
         }
     }
 }

@@ -38,6 +38,11 @@ pub const APT_TEST: &[&str] = &[
     "systemd",
 ];
 
+/// Debian packages the multi-host topology needs (`cargo xtask up --hosts`, the `hosts` suite):
+/// `ip` for network namespaces, veth pairs and the bridge; nftables for each host's firewall;
+/// keepalived for the load balancers' virtual IP.
+pub const APT_HOSTS: &[&str] = &["iproute2", "nftables", "keepalived"];
+
 /// geckodriver, Firefox's WebDriver server, from crates.io (about 3 min to build).
 const GECKODRIVER_VERSION: &str = "0.37.1";
 
@@ -50,7 +55,7 @@ pub const APT_BENCH: &[&str] = &["nginx", "wrk"];
 /// `cargo xtask install`.
 pub fn everything(bench: bool) -> Result<()> {
     rust_components()?;
-    apt(APT_TEST)?;
+    apt(&[APT_TEST, APT_HOSTS].concat())?;
     if bench {
         apt(APT_BENCH)?;
     }

@@ -16,7 +16,7 @@ use std::{
     io::{self, BufRead, BufReader, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener},
     os::unix::net::{UnixListener, UnixStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
         mpsc::{self, Receiver, RecvTimeoutError, Sender},
@@ -28,8 +28,8 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use driver::{
-    HaproxyEnv, ProcessSpec, Readiness, Role, RuntimeApi, Server, ServerProcess, Signal, Tier,
-    Topology,
+    HaproxyEnv, Host, ProcessSpec, Readiness, Role, RuntimeApi, Server, ServerProcess, Signal,
+    Tier, Topology,
 };
 
 use crate::{
@@ -67,6 +67,10 @@ pub struct UpArgs {
     /// Skip installing and building; run what was built last.
     #[arg(long)]
     pub no_build: bool,
+    /// Across hosts: each server in a network namespace of its own, two HAProxy behind
+    /// keepalived's VIP (needs root; `--listen` does not apply).
+    #[arg(long)]
+    pub hosts: bool,
 }
 
 pub fn up(args: &UpArgs) -> Result<()> {
@@ -75,7 +79,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
     let www = fs::canonicalize(&args.www)
         .with_context(|| format!("{} does not exist; pass --www DIR", args.www.display()))?;
     if !args.no_build {
-        install::apt(install::APT_RUN)?;
+        install::apt(&[install::APT_RUN, install::APT_HOSTS].concat())?;
         client::build()?;
         let mut build = Command::new("cargo");
         build.args(["build", "--release", "-p", "origin"]);
@@ -90,6 +94,9 @@ pub fn up(args: &UpArgs) -> Result<()> {
              --no-build); if it was built, CARGO_TARGET_DIR or build.target-dir points elsewhere",
             origin.display()
         );
+    }
+    if args.hosts {
+        return up_hosts(&origin, &www);
     }
     // Again: another `up` may have started while this one was building.
     refuse_if_running(args.listen)?;
@@ -112,6 +119,49 @@ pub fn up(args: &UpArgs) -> Result<()> {
     stack.shutdown(&events);
     remove_runtime_files();
     say!("up: the stack is stopped");
+    Ok(())
+}
+
+/// `up --hosts`: the driver's multi-host stack, in the foreground until Ctrl-C or SIGTERM;
+/// dropping it removes every namespace, link and process it made.
+fn up_hosts(origin: &Path, www: &Path) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("could not install the signal handlers")?;
+    // Before any other thread runs; the driver reads it once, when the stack starts.
+    std::env::set_var(driver::ORIGIN_BIN_ENV, origin);
+    let stack = driver::Stack::builder()
+        .www(www)
+        .build_id(build_id())
+        .hosts()
+        .start();
+    say!("");
+    say!("Stack is up across hosts: open http://{}/", stack.addr());
+    say!("");
+    say!(
+        "  {:<16} {:<14} {:<22} {:>7}",
+        "server",
+        "host",
+        "address",
+        "pid"
+    );
+    let balancers = Host::BALANCERS.map(|host| ("haproxy".to_owned(), host, stack.balancer(host)));
+    let origins = Role::ALL.map(|role| (role.to_string(), Host::Origin(role), stack.server(role)));
+    for (name, host, process) in balancers.into_iter().chain(origins) {
+        say!(
+            "  {name:<16} {host:<16} {:<22} {:>7}",
+            process.addr().to_string(),
+            process.pid()
+        );
+    }
+    say!("");
+    say!("Ctrl-C stops every server and removes the namespaces and the bridge.");
+    if let Some(number) = signals.forever().next() {
+        let signal = Signal::try_from(number).map_or(number.to_string(), |s| s.to_string());
+        say!("up: received {signal}; stopping the stack...");
+    }
+    drop(stack);
+    say!("up: stopped");
     Ok(())
 }
 
@@ -327,7 +377,7 @@ impl Supervisor {
         .log_file(log_file(Server::Origin(role)))
         // Its own process group: Ctrl-C reaches `up` alone, which stops servers in order.
         .own_process_group();
-        Ok(self.topology.place(Some(role), spec))
+        Ok(self.topology.place(Host::Origin(role), spec))
     }
 
     /// A new listening socket for `role` on `listen` (port 0: a free one).
@@ -414,6 +464,7 @@ impl Supervisor {
             origins: Role::ALL.map(listen),
             stats_socket: haproxy_socket(),
             www: self.www.clone(),
+            stats_addr: None,
             state_file: Some(haproxy_state_file()),
         }
     }
@@ -453,7 +504,9 @@ impl Supervisor {
             .readiness(Readiness::Accepts(self.site))
             .log_file(log_file(Server::Haproxy))
             .own_process_group();
-        let spec = self.topology.place(None, self.haproxy_env().apply(spec));
+        let spec = self
+            .topology
+            .place(Host::LbA, self.haproxy_env().apply(spec));
         let process = ServerProcess::try_spawn(spec).map_err(|failed| {
             anyhow!(
                 "haproxy did not start ({}); run `cargo xtask install` if it is missing",
