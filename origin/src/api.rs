@@ -63,7 +63,7 @@ async fn data(api: web::Data<ApiMain>) -> actix_web::Result<HttpResponse> {
     // /proc reads are quick but blocking: keep them off the async workers.
     let (host, haproxy) = tokio::join!(
         web::block(|| HostReport::read(Path::new("/proc"))),
-        haproxy_stats::report(&api.haproxy_socket, api.stats_timeout),
+        haproxy_stats::report(&api.stats.path, api.stats.timeout),
     );
     let report = DataReport {
         status: "ok",

@@ -179,26 +179,36 @@ pub struct StaticFallback {
     pub retry_after: u32,
 }
 
-/// Settings of the `api-main` role.
+/// HAProxy's stats socket (runtime API), which both API roles read: api-main for
+/// `/api/data`, api-fallback while a recovery hint waits.
 #[derive(Clone, Debug, Args)]
 #[group(skip)]
-pub struct ApiMain {
-    /// HAProxy's stats socket (runtime API), read for `/api/data`.
+pub struct StatsSocket {
+    /// Path of HAProxy's stats socket.
     #[arg(
-        long,
+        long = "haproxy-socket",
         env = "ORIGIN_HAPROXY_SOCKET",
         value_name = "PATH",
         default_value = "target/stack/haproxy.sock"
     )]
-    pub haproxy_socket: PathBuf,
+    pub path: PathBuf,
+
+    /// Longest wait for the socket (connect, command and answer together).
+    #[arg(skip = DEFAULT_STATS_TIMEOUT)]
+    pub timeout: Duration,
+}
+
+/// Settings of the `api-main` role.
+#[derive(Clone, Debug, Args)]
+#[group(skip)]
+pub struct ApiMain {
+    /// HAProxy's stats socket, read for `/api/data`.
+    #[command(flatten)]
+    pub stats: StatsSocket,
 
     /// Build id reported by `/api/healthz`, `/api/data` and in logs and metrics.
     #[arg(long, env = "ORIGIN_BUILD_ID", value_name = "ID", default_value = DEFAULT_BUILD_ID)]
     pub build_id: String,
-
-    /// Longest wait for the stats socket (connect, command and answer together).
-    #[arg(skip = DEFAULT_STATS_TIMEOUT)]
-    pub stats_timeout: Duration,
 
     /// Fault injection for end-to-end tests: hold every `/api/healthz` answer this many
     /// milliseconds, so a test can make the API's health slower than HAProxy's check timeout
@@ -217,18 +227,9 @@ pub struct ApiMain {
 #[derive(Clone, Debug, Args)]
 #[group(skip)]
 pub struct ApiFallback {
-    /// HAProxy's stats socket (runtime API), read while a recovery hint waits.
-    #[arg(
-        long,
-        env = "ORIGIN_HAPROXY_SOCKET",
-        value_name = "PATH",
-        default_value = "target/stack/haproxy.sock"
-    )]
-    pub haproxy_socket: PathBuf,
-
-    /// Longest wait for the stats socket (connect, command and answer together).
-    #[arg(skip = DEFAULT_STATS_TIMEOUT)]
-    pub stats_timeout: Duration,
+    /// HAProxy's stats socket, read while a recovery hint waits.
+    #[command(flatten)]
+    pub stats: StatsSocket,
 
     /// The recovery hint's shared state (one for all workers).
     #[arg(skip)]
@@ -278,8 +279,8 @@ mod tests {
         let Role::ApiMain { api, .. } = cli.role else {
             panic!("parsed the wrong role");
         };
-        assert_eq!(api.haproxy_socket, PathBuf::from("/run/h.sock"));
-        assert_eq!(api.stats_timeout, DEFAULT_STATS_TIMEOUT);
+        assert_eq!(api.stats.path, PathBuf::from("/run/h.sock"));
+        assert_eq!(api.stats.timeout, DEFAULT_STATS_TIMEOUT);
         assert_eq!(
             api.health_delay_ms, 0,
             "no fault injection unless asked for"

@@ -28,14 +28,7 @@ pub fn configure_api_fallback(cfg: &mut web::ServiceConfig, api: &ApiFallback, m
         web::scope("")
             .wrap(metrics.observe())
             .service(web::resource("/metrics").route(web::get().to(metrics_endpoint)))
-            .configure(|cfg| {
-                hint::configure(
-                    cfg,
-                    &api.hint,
-                    api.haproxy_socket.clone(),
-                    api.stats_timeout,
-                )
-            })
+            .configure(|cfg| hint::configure(cfg, &api.hint, &api.stats))
             .default_service(web::to(move || async move {
                 HttpResponse::ServiceUnavailable()
                     .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -21,6 +21,7 @@ use contract::Role;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::config::StatsSocket;
 use crate::haproxy_stats;
 
 /// How often HAProxy's view is read while someone waits: HAProxy's own checks run every
@@ -135,8 +136,9 @@ fn random_hold() -> Duration {
 
 /// Registers [`contract::RECOVERY_HINT_PATH`] on api-fallback, reading HAProxy's view from
 /// `socket`.
-pub fn configure(cfg: &mut web::ServiceConfig, hint: &Hint, socket: PathBuf, limit: Duration) {
+pub fn configure(cfg: &mut web::ServiceConfig, hint: &Hint, stats: &StatsSocket) {
     let hint = hint.clone();
+    let (socket, limit) = (stats.path.clone(), stats.timeout);
     cfg.route(
         contract::RECOVERY_HINT_PATH,
         web::get().to(move || {

@@ -2,7 +2,7 @@
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{test, App};
-use origin::config::ApiFallback;
+use origin::config::{ApiFallback, StatsSocket};
 use origin::{configure_api_fallback, Metrics};
 use serde_json::{json, Value};
 
@@ -13,8 +13,10 @@ async fn everything_is_503_maintenance() {
     let settings = ApiFallback {
         build_id: "build-42".to_owned(),
         retry_after: 5,
-        haproxy_socket: "/nonexistent/haproxy.sock".into(),
-        stats_timeout: std::time::Duration::from_millis(100),
+        stats: StatsSocket {
+            path: "/nonexistent/haproxy.sock".into(),
+            timeout: std::time::Duration::from_millis(100),
+        },
         hint: Default::default(),
     };
     let metrics = Metrics::new("api-fallback", "build-42").unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::{test, App, Error};
-use origin::config::ApiMain;
+use origin::config::{ApiMain, StatsSocket};
 use origin::{configure_api_main, Metrics};
 use serde_json::{json, Value};
 
@@ -25,9 +25,11 @@ async fn app_with_health_delay(
     health_delay_ms: u64,
 ) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = Error> {
     let settings = ApiMain {
-        haproxy_socket: socket.to_owned(),
+        stats: StatsSocket {
+            path: socket.to_owned(),
+            timeout: stats_timeout,
+        },
         build_id: "build-42".to_owned(),
-        stats_timeout,
         health_delay_ms,
     };
     let metrics = Metrics::new("api-main", "build-42").unwrap();

@@ -9,7 +9,7 @@ use actix_web::http::{Method, StatusCode, Uri};
 use actix_web::rt::{System, SystemRunner};
 use actix_web::test as actix_test;
 use actix_web::{App, Error};
-use origin::config::ApiFallback;
+use origin::config::{ApiFallback, StatsSocket};
 use origin::{configure_api_fallback, Metrics};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -201,8 +201,10 @@ fn api_fallback_survives_arbitrary_requests() {
     let settings = ApiFallback {
         build_id: "build-42".to_owned(),
         retry_after: 5,
-        haproxy_socket: "/nonexistent/haproxy.sock".into(),
-        stats_timeout: std::time::Duration::from_millis(100),
+        stats: StatsSocket {
+            path: "/nonexistent/haproxy.sock".into(),
+            timeout: std::time::Duration::from_millis(100),
+        },
         hint: Default::default(),
     };
     let metrics = Metrics::new("api-fallback", "build-42").unwrap();

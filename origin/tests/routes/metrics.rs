@@ -2,7 +2,9 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{test, web, App};
-use origin::config::{ApiFallback, ApiMain, StaticFallback, StaticMain, DEFAULT_STATS_TIMEOUT};
+use origin::config::{
+    ApiFallback, ApiMain, StaticFallback, StaticMain, StatsSocket, DEFAULT_STATS_TIMEOUT,
+};
 use origin::{Metrics, Role};
 
 use crate::support::{body_text, header, Site};
@@ -32,9 +34,11 @@ fn roles(site: &Site) -> Vec<Role> {
         Role::ApiMain {
             server: server.clone(),
             api: ApiMain {
-                haproxy_socket: site.root().join("haproxy.sock"),
+                stats: StatsSocket {
+                    path: site.root().join("haproxy.sock"),
+                    timeout: DEFAULT_STATS_TIMEOUT,
+                },
                 build_id: build_id.clone(),
-                stats_timeout: DEFAULT_STATS_TIMEOUT,
                 health_delay_ms: 0,
             },
         },
@@ -43,8 +47,10 @@ fn roles(site: &Site) -> Vec<Role> {
             api: ApiFallback {
                 build_id,
                 retry_after: 5,
-                haproxy_socket: "/nonexistent/haproxy.sock".into(),
-                stats_timeout: std::time::Duration::from_millis(100),
+                stats: StatsSocket {
+                    path: "/nonexistent/haproxy.sock".into(),
+                    timeout: std::time::Duration::from_millis(100),
+                },
                 hint: Default::default(),
             },
         },
