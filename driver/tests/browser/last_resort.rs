@@ -56,6 +56,8 @@ struct Tab {
     summary: Option<String>,
     /// A service worker controls this document.
     controlled: bool,
+    /// The body shows some text (WebKit's error page is an about:blank with a message).
+    has_text: bool,
     /// Script URLs of every registration of this origin.
     registrations: Vec<String>,
     /// Cache Storage names of this origin.
@@ -83,6 +85,7 @@ return {
   connection: data.connection ?? null, unstable: data.unstable === "true",
   data_status: text("data-status"), summary: text("summary"),
   controlled: !!(navigator.serviceWorker && navigator.serviceWorker.controller),
+  has_text: !!(body && body.innerText && body.innerText.trim()),
   registrations, caches: names, dashboard_loads: d, maintenance_loads: m,
 };
 "#;
@@ -93,13 +96,14 @@ impl Tab {
     }
 
     /// A parsed document that is neither the dashboard nor the maintenance page: a browser
-    /// error page. Firefox's network error page reports `readyState` "interactive" for good
-    /// (seen: the failed URL, an empty body, unchanged for 60 s), so "parsed" rather than
-    /// "complete"; the app's own markers are in its HTML, there by "interactive". Firefox
-    /// shows the empty document between two pages of a navigation as about:blank: not an
-    /// error page (those are chrome-error://, about:neterror, or the page at its URL).
+    /// error page. What each engine shows for a navigation that got no answer (seen here):
+    /// Chromium `chrome-error://chromewebdata/`, "complete", "This site can't be reached";
+    /// Firefox the failed URL with an empty body, "interactive" for good (hence "parsed"
+    /// rather than "complete"; the app's own markers are in its HTML, there by
+    /// "interactive"); WebKit `about:blank`, "complete", "Could not connect to ...". Firefox
+    /// also shows an empty about:blank between two pages of a navigation: no error page.
     fn shows_error_page(&self) -> bool {
-        !self.is_app() && self.ready != "loading" && self.url != "about:blank"
+        !self.is_app() && self.ready != "loading" && (self.url != "about:blank" || self.has_text)
     }
 
     fn is_live_dashboard(&self) -> bool {
@@ -111,8 +115,8 @@ impl Tab {
     fn line(&self) -> String {
         format!(
             "{} ({}) page={:?} maintenance={} state={:?} served_by={:?} connection={:?} \
-             unstable={} data={:?} controlled={} registrations={:?} caches={:?} loads: \
-             dashboard {} maintenance {} summary={:?}",
+             unstable={} data={:?} controlled={} text={} registrations={:?} caches={:?} \
+             loads: dashboard {} maintenance {} summary={:?}",
             self.url,
             self.ready,
             self.page,
@@ -123,6 +127,7 @@ impl Tab {
             self.unstable,
             self.data_status,
             self.controlled,
+            self.has_text,
             self.registrations,
             self.caches,
             self.dashboard_loads,
@@ -427,7 +432,7 @@ pub fn kill_switch_removes_the_worker(engine: Engine) {
         |tab| {
             if tab.served_by.is_some() {
                 panic!("the removed worker still answered: {}", tab.line())
-            } else if tab.shows_error_page() && tab.url.ends_with("/index.html?z=1") {
+            } else if tab.shows_error_page() {
                 Ok(tab.clone())
             } else {
                 Err("the old document is still shown".to_owned())
