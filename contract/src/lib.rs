@@ -31,6 +31,16 @@ pub const fn is_healthy(status: u16) -> bool {
     status == HEALTHY_STATUS
 }
 
+/// Where HAProxy checks that a fallback is there at all (backend `fallbacks`): 200 while the
+/// process serves. A fallback answers its tier's health path with 503 by design (so a probe
+/// that reaches it through HAProxy reads "not healthy"), so that path cannot tell a living
+/// fallback from a dead one; this one can, and the dashboard shows a dead fallback DOWN.
+pub const LIVENESS_PATH: &str = "/livez";
+
+/// The HAProxy backend that only checks the fallbacks ([`LIVENESS_PATH`]); it gets no traffic.
+/// Each fallback server of the site's backends tracks its server there (`track`).
+pub const FALLBACK_CHECKS_BACKEND: &str = "fallbacks";
+
 /// The body of every API maintenance answer: api-fallback's, and HAProxy's own when no API
 /// server is left.
 pub const MAINTENANCE_JSON: &str = r#"{"status":"maintenance"}"#;

@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use contract::{
-    env, Role, Tier, HAPROXY_BUFSIZE, HAPROXY_MAXREWRITE, HAPROXY_SERVED_FILES, HEALTHY_STATUS,
-    MAINTENANCE_JSON, RETRY_AFTER_S,
+    env, Role, Tier, FALLBACK_CHECKS_BACKEND, HAPROXY_BUFSIZE, HAPROXY_MAXREWRITE,
+    HAPROXY_SERVED_FILES, HEALTHY_STATUS, LIVENESS_PATH, MAINTENANCE_JSON, RETRY_AFTER_S,
 };
 
 fn config() -> String {
@@ -104,6 +104,41 @@ fn each_role_is_a_server_of_its_backend_main_checked_fallback_backup() {
             !role.is_main(),
             "{role}: fallbacks are backups: {line}"
         );
+    }
+}
+
+#[test]
+fn each_fallback_tracks_its_liveness_check() {
+    let config = config();
+    let checks = section(&config, &format!("backend {FALLBACK_CHECKS_BACKEND}"));
+    assert!(
+        checks.contains(&format!(
+            "http-check send meth GET uri {LIVENESS_PATH} ver HTTP/1.1 hdr Host localhost"
+        )) && checks.contains(&format!("http-check expect status {HEALTHY_STATUS}")),
+        "backend {FALLBACK_CHECKS_BACKEND} does not check {LIVENESS_PATH} for \
+         {HEALTHY_STATUS}: {checks:#?}"
+    );
+    for role in Role::ALL.into_iter().filter(|role| !role.is_main()) {
+        let checked = format!("server {role} \"${{{}}}\" check", role.addr_env());
+        assert!(
+            checks.contains(&checked),
+            "backend {FALLBACK_CHECKS_BACKEND} lacks `{checked}`: {checks:#?}"
+        );
+        let track = format!("track {FALLBACK_CHECKS_BACKEND}/{role}");
+        // Every server line of `role` in a backend that carries traffic.
+        let lines: Vec<&str> = config
+            .lines()
+            .map(str::trim)
+            .filter(|line| line.starts_with(&format!("server {role} ")))
+            .filter(|line| !checks.iter().any(|check| check == line))
+            .collect();
+        assert!(!lines.is_empty(), "haproxy.cfg has no server {role}");
+        for line in lines {
+            assert!(
+                line.ends_with(&track) || line.contains(&format!("{track} ")),
+                "{line}"
+            );
+        }
     }
 }
 

@@ -13,21 +13,30 @@ use crate::hint;
 use crate::metrics::{metrics_endpoint, Metrics};
 use crate::static_tier::serve_file;
 use crate::www::Www;
-use crate::{reject_escaping_paths, OriginError};
+use crate::{get_or_head, reject_escaping_paths, OriginError};
 
 /// Answered when `www/maintenance.html` cannot be read.
 pub const BUILT_IN_MAINTENANCE_PAGE: &str = "<!doctype html>\n<html lang=\"en\">\n<meta charset=\"utf-8\">\n\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>Under maintenance</title>\n\
 <h1>Under maintenance</h1>\n<p>This site is under maintenance. Please try again in a few minutes.</p>\n</html>\n";
 
-/// Registers `api-fallback`: the recovery hint ([`hint`]); every other request but `/metrics`
-/// gets 503 `{"status":"maintenance"}`, `Cache-Control: no-store` and `Retry-After`.
+/// `/livez` ([`contract::LIVENESS_PATH`]), on both fallbacks: 200 while the process serves.
+/// Only HAProxy's `fallbacks` backend asks it, so that a dead fallback shows DOWN.
+async fn livez() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({"status": "alive"}))
+}
+
+/// Registers `api-fallback`: `/livez`, the recovery hint ([`hint`]); every other request but
+/// `/metrics` gets 503 `{"status":"maintenance"}`, `Cache-Control: no-store` and `Retry-After`.
 pub fn configure_api_fallback(cfg: &mut web::ServiceConfig, api: &ApiFallback, metrics: &Metrics) {
     let retry_after = api.retry_after;
     cfg.app_data(web::Data::new(metrics.clone())).service(
         web::scope("")
             .wrap(metrics.observe())
             .service(web::resource("/metrics").route(web::get().to(metrics_endpoint)))
+            .service(web::resource(contract::LIVENESS_PATH).route(get_or_head().to(livez)))
             .configure(|cfg| hint::configure(cfg, &api.hint, &api.stats))
             .default_service(web::to(move || async move {
                 HttpResponse::ServiceUnavailable()
@@ -46,7 +55,7 @@ struct MaintenanceSite {
     retry_after: u32,
 }
 
-/// Registers `static-fallback`: `/healthz` answers 503 JSON; `/maintenance.html` and `/pkg/*`
+/// Registers `static-fallback`: `/healthz` answers 503 JSON, `/livez` 200; `/maintenance.html` and `/pkg/*`
 /// are served from `files` (the table static-main serves from, [`Www`], with the same
 /// validators, ranges and gzip); every other URL gets 503 with the body of
 /// `www/maintenance.html` (read per request, so a new build shows at once; a built-in page
@@ -90,6 +99,7 @@ pub fn configure_static_fallback(
                 .wrap(metrics.observe())
                 .service(reject_escaping_paths())
                 .service(web::resource(Tier::Static.health_path()).to(healthz))
+                .service(web::resource(contract::LIVENESS_PATH).route(get_or_head().to(livez)))
                 .service(web::resource("/metrics").route(web::get().to(metrics_endpoint)))
                 .service(web::resource("/maintenance.html").to(own_file))
                 .service(web::resource("/pkg/{file:.*}").to(own_file))

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use contract::stat::{Table, TableError};
+use contract::Tier;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -131,12 +132,26 @@ pub async fn report(socket: &Path, limit: Duration) -> HaproxyReport {
         Err(_) => Err(StatsError::Timeout(limit)),
     };
     match outcome {
-        Ok(table) => HaproxyReport {
-            reachable: true,
-            error: None,
-            servers: table.servers,
-            backends: table.backends,
-        },
+        Ok(table) => {
+            // The site's two tiers only. haproxy.cfg's other backends are plumbing that names
+            // the same servers again (`hint`: api-fallback; `fallbacks`: the fallbacks'
+            // liveness checks, which their servers in the tiers track).
+            let tier = |backend: &str| Tier::ALL.iter().any(|tier| tier.name() == backend);
+            HaproxyReport {
+                reachable: true,
+                error: None,
+                servers: table
+                    .servers
+                    .into_iter()
+                    .filter(|server| tier(&server.backend))
+                    .collect(),
+                backends: table
+                    .backends
+                    .into_iter()
+                    .filter(|backend| tier(&backend.name))
+                    .collect(),
+            }
+        }
         Err(err) => HaproxyReport {
             reachable: false,
             error: Some(err.to_string()),

@@ -312,8 +312,8 @@ function servingServers(servers) {
   return serving;
 }
 
-// HAProxy reports an unchecked server (our fallbacks, which answer 503 to their health URL
-// by design) as "no check" and routes to it as if it were up.
+// HAProxy reports an unchecked server as "no check" and routes to it as if it were up. Ours
+// are all checked (the fallbacks by their liveness check); an older haproxy.cfg had them so.
 function isAvailable(state) {
   const upper = String(state).toUpperCase();
   return upper.startsWith("UP") || upper === "NO CHECK";

@@ -16,7 +16,8 @@ const FIRST_BUILD: &str = "e2e";
 const NEXT_BUILD: &str = "e2e-next";
 
 /// dashboard_shows_servers_and_flips: the dashboard lists all four servers, and a killed main
-/// server's row flips to a DOWN state while the dashboard stays open, then back to UP.
+/// server's row flips to a DOWN state while the dashboard stays open, then back to UP; a
+/// killed fallback's row flips to DOWN, the dashboard undisturbed.
 ///
 /// The row that flips is static-main's. api-main's own row can never be seen DOWN: api-main
 /// is what serves `/api/data`, so while it is down the rows cannot be refreshed at all, and
@@ -63,7 +64,32 @@ pub fn dashboard_shows_servers_and_flips(engine: Engine) {
         },
     );
     scene.record_healthy_to_back(restarted.elapsed());
-    scene.note("times: row flips DOWN / back UP");
+    // A dead fallback while its main is healthy (F15): the dashboard stays as it is and shows
+    // the fallback DOWN (HAProxy's liveness check of it, backend `fallbacks`).
+    let before = scene.wait(DEADLINE, "the dashboard shows live data", |view| {
+        if view.is_dashboard_with_data() {
+            Ok(view.clone())
+        } else {
+            Err(view.summary_line())
+        }
+    });
+    scene.crash(Role::StaticFallback);
+    let fallback_down =
+        scene.wait(
+            DEADLINE,
+            "static-fallback's row flips to DOWN",
+            |view| match view.servers.get("static-fallback") {
+                Some(state) if state.starts_with("DOWN") => Ok(view.clone()),
+                other => Err(format!("static-fallback's row: {other:?}")),
+            },
+        );
+    assert!(
+        fallback_down.is_dashboard_with_data()
+            && fallback_down.dashboard_loads == before.dashboard_loads,
+        "a dead fallback must not disturb the dashboard: {}",
+        fallback_down.summary_line()
+    );
+    scene.note("times: row flips DOWN / back UP; then static-fallback shown DOWN");
 }
 
 /// dashboard_self_detects_outage: an open dashboard goes to the maintenance page by itself

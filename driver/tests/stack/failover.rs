@@ -251,3 +251,35 @@ fn hung_static_main_is_taken_out_and_comes_back() {
     eprintln!("static-main SIGCONT -> dashboard again in {took:.2?}");
     expect::health(&stack.get("/healthz"), 200, "GET /healthz after SIGCONT");
 }
+
+/// A fallback dying while its main is healthy: users notice nothing, and HAProxy (so the
+/// dashboard) shows it DOWN by its liveness check, then UP again once it is back.
+#[test]
+fn a_dead_fallback_shows_down_and_users_notice_nothing() {
+    let mut stack = Stack::start();
+    for role in [Role::StaticFallback, Role::ApiFallback] {
+        crash(&mut stack, role);
+        let shown = stack.wait_server_status(role, "DOWN", DETECTION);
+        expect::status(&stack.get("/"), 200, &format!("GET / with {role} dead"));
+        expect::health(
+            &stack.get("/api/healthz"),
+            200,
+            &format!("GET /api/healthz with {role} dead"),
+        );
+        let data = stack.get("/api/data");
+        expect::status(&data, 200, &format!("GET /api/data with {role} dead"));
+        let json = data.json();
+        let row = json["haproxy"]["servers"]
+            .as_array()
+            .and_then(|servers| servers.iter().find(|s| s["server"] == role.name()))
+            .unwrap_or_else(|| panic!("/api/data has no {role}:\n{data}"));
+        assert_eq!(row["state"], "DOWN", "{role}:\n{data}");
+        stack.server_mut(role).restart();
+        let back = stack.wait_server_status(role, "UP", DETECTION);
+        println!(
+            "{role}: DOWN {:.0} ms after SIGKILL, UP {:.0} ms after its restart",
+            shown.as_secs_f64() * 1e3,
+            back.as_secs_f64() * 1e3
+        );
+    }
+}

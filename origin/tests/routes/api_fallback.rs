@@ -1,4 +1,4 @@
-//! `api-fallback`: 503 maintenance JSON for everything.
+//! `api-fallback`: 503 maintenance JSON for everything but its liveness check.
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{test, App};
@@ -53,4 +53,13 @@ async fn everything_is_503_maintenance() {
             assert_eq!(body, json!({"status": "maintenance"}), "{uri}");
         }
     }
+    // But for HAProxy's liveness check, which tells a living fallback from a dead one.
+    let req = test::TestRequest::get()
+        .uri(contract::LIVENESS_PATH)
+        .to_request();
+    let res = test::call_service(&app, req).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, header::CACHE_CONTROL), "no-store");
+    let body: Value = test::read_body_json(res).await;
+    assert_eq!(body, json!({"status": "alive"}));
 }

@@ -153,7 +153,25 @@ async fn data_without_haproxy_still_answers_with_the_reason() {
 async fn data_reports_haproxy_s_servers_and_backends() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("haproxy.sock");
-    fake_stats_socket(&socket, Some(SHOW_STAT_2_6));
+    // The capture plus haproxy.cfg's plumbing backends (`hint`, `fallbacks`: the same
+    // api-fallback and static-fallback again), which /api/data leaves out.
+    let mut answer = SHOW_STAT_2_6.trim_end().to_owned();
+    for line in SHOW_STAT_2_6.lines() {
+        for (from, to) in [
+            ("api,api-fallback,", "hint,api-fallback,"),
+            ("api,BACKEND,", "hint,BACKEND,"),
+            ("api,api-fallback,", "fallbacks,api-fallback,"),
+            ("static,static-fallback,", "fallbacks,static-fallback,"),
+            ("static,BACKEND,", "fallbacks,BACKEND,"),
+        ] {
+            if let Some(rest) = line.strip_prefix(from) {
+                answer.push_str(&format!("\n{to}{rest}"));
+            }
+        }
+    }
+    answer.push('\n');
+    assert_eq!(answer.matches("fallbacks,").count(), 3, "{answer}");
+    fake_stats_socket(&socket, Some(Box::leak(answer.into_boxed_str())));
     let app = app(&socket, Duration::from_millis(2000)).await;
     let haproxy = get_data(&app).await["haproxy"].clone();
 

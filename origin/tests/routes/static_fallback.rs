@@ -41,6 +41,25 @@ async fn healthz_is_503_maintenance() {
 }
 
 #[actix_web::test]
+async fn livez_is_200_for_haproxys_liveness_check() {
+    let site = Site::new();
+    let app = app(&site).await;
+    for method in [Method::GET, Method::HEAD] {
+        let req = test::TestRequest::default()
+            .method(method.clone())
+            .uri(contract::LIVENESS_PATH)
+            .to_request();
+        let res = test::call_service(&app, req).await;
+        assert_eq!(res.status(), StatusCode::OK, "{method}");
+        assert_eq!(header(&res, header::CACHE_CONTROL), "no-store", "{method}");
+        if method == Method::GET {
+            let body: Value = test::read_body_json(res).await;
+            assert_eq!(body, json!({"status": "alive"}));
+        }
+    }
+}
+
+#[actix_web::test]
 async fn every_other_url_is_the_maintenance_page() {
     let site = Site::new();
     let app = app(&site).await;
