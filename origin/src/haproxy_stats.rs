@@ -132,7 +132,8 @@ pub async fn report(socket: &Path, limit: Duration) -> HaproxyReport {
         Err(_) => Err(StatsError::Timeout(limit)),
     };
     match outcome {
-        Ok(table) => {
+        Ok(mut table) => {
+            borrow_tracked_checks(&mut table);
             // The site's two tiers only. haproxy.cfg's other backends are plumbing that names
             // the same servers again (`hint`: api-fallback; `fallbacks`: the fallbacks'
             // liveness checks, which their servers in the tiers track).
@@ -175,6 +176,31 @@ async fn show_stat(socket: &Path) -> Result<String, StatsError> {
         .await
         .map_err(exchange)?;
     Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// A fallback has no check of its own: it tracks its liveness check in the backend
+/// [`contract::FALLBACK_CHECKS_BACKEND`]. Its row shows that check's last result, so the
+/// dashboard says how HAProxy knows a fallback is up or down rather than "no check".
+fn borrow_tracked_checks(table: &mut StatsTable) {
+    let checks: Vec<(String, Option<String>, Option<u64>)> = table
+        .servers
+        .iter()
+        .filter(|server| server.backend == contract::FALLBACK_CHECKS_BACKEND)
+        .map(|server| {
+            let (name, status) = (server.server.clone(), server.check_status.clone());
+            (name, status, server.check_duration_ms)
+        })
+        .collect();
+    for server in &mut table.servers {
+        if server.check_status.is_some() {
+            continue;
+        }
+        if let Some((_, status, duration)) = checks.iter().find(|(name, ..)| *name == server.server)
+        {
+            server.check_status.clone_from(status);
+            server.check_duration_ms = *duration;
+        }
+    }
 }
 
 /// Parses HAProxy's `show stat` CSV, locating columns by the names in its header line.
@@ -272,5 +298,36 @@ mod tests {
         assert!(table.servers[1].backup);
         assert_eq!(table.backends.len(), 1);
         assert_eq!(table.backends[0].total_requests, 25);
+    }
+
+    #[test]
+    fn a_fallback_shows_the_liveness_check_it_tracks() {
+        let csv = "# type,svname,pxname,status,scur,stot,lastchg,check_status,check_duration,bck,hrsp_5xx,eresp,econ,req_tot,\n\
+                   2,api-fallback,api,DOWN,0,0,3,,,1,0,0,0,,\n\
+                   2,api-fallback,hint,DOWN,0,0,3,,,0,0,0,0,,\n\
+                   2,api-fallback,fallbacks,DOWN,0,0,3,L4CON,0,0,0,0,0,,\n\
+                   2,static-main,static,UP,0,0,3,L7OK,1,0,0,0,0,,\n";
+        let mut table = parse_show_stat(csv).unwrap();
+        borrow_tracked_checks(&mut table);
+        let checks: Vec<_> = table
+            .servers
+            .iter()
+            .map(|s| {
+                (
+                    s.backend.as_str(),
+                    s.check_status.as_deref(),
+                    s.check_duration_ms,
+                )
+            })
+            .collect();
+        assert_eq!(
+            checks,
+            [
+                ("api", Some("L4CON"), Some(0)),
+                ("hint", Some("L4CON"), Some(0)),
+                ("fallbacks", Some("L4CON"), Some(0)),
+                ("static", Some("L7OK"), Some(1)),
+            ]
+        );
     }
 }
