@@ -238,9 +238,17 @@ mod unit_tests {
         assert!(!active.iter().any(|l| l.starts_with("default-server")));
         assert!(!active.iter().any(|l| l.starts_with("timeout check")));
         assert!(!active.iter().any(|l| l.contains("observe")));
+        // The main servers keep their checks (now at HAProxy's default timings); the other
+        // checked servers are the fallbacks' liveness checks (backend `fallbacks`).
         let mains: Vec<&&str> = active
             .iter()
             .filter(|l| l.starts_with("server ") && l.contains(" check"))
+            .filter(|l| {
+                Role::ALL
+                    .into_iter()
+                    .filter(|role| role.is_main())
+                    .any(|role| l.starts_with(&format!("server {role} ")))
+            })
             .collect();
         assert_eq!(mains.len(), 2, "{rewritten}");
         assert!(mains.iter().all(|l| l.contains("shutdown-sessions")));
