@@ -182,23 +182,20 @@ async fn show_stat(socket: &Path) -> Result<String, StatsError> {
 /// [`contract::FALLBACK_CHECKS_BACKEND`]. Its row shows that check's last result, so the
 /// dashboard says how HAProxy knows a fallback is up or down rather than "no check".
 fn borrow_tracked_checks(table: &mut StatsTable) {
-    let checks: Vec<(String, Option<String>, Option<u64>)> = table
+    let checks: Vec<ServerState> = table
         .servers
         .iter()
         .filter(|server| server.backend == contract::FALLBACK_CHECKS_BACKEND)
-        .map(|server| {
-            let (name, status) = (server.server.clone(), server.check_status.clone());
-            (name, status, server.check_duration_ms)
-        })
+        .cloned()
         .collect();
-    for server in &mut table.servers {
-        if server.check_status.is_some() {
-            continue;
-        }
-        if let Some((_, status, duration)) = checks.iter().find(|(name, ..)| *name == server.server)
-        {
-            server.check_status.clone_from(status);
-            server.check_duration_ms = *duration;
+    for server in table
+        .servers
+        .iter_mut()
+        .filter(|s| s.check_status.is_none())
+    {
+        if let Some(check) = checks.iter().find(|check| check.server == server.server) {
+            server.check_status.clone_from(&check.check_status);
+            server.check_duration_ms = check.check_duration_ms;
         }
     }
 }

@@ -153,14 +153,13 @@ fn redeploy_without_a_stack_says_so() {
     assert!(stderr.contains("no stack is running"), "{stderr}");
 }
 
-/// `cargo build --release -p origin`, which `up --no-build` runs (a no-op when fresh).
 /// The two tests under load take turns: each claims that no request fails across its
 /// restarts or redeploys, a claim about the hand-over, not about sharing 2 cores with another
 /// stack under load (seen once: a failed request with both running at once).
 static ONE_STACK_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Waits for this test's turn, then builds origin in release; the turn lasts while the
-/// returned guard lives.
+/// Waits for this test's turn, then runs `cargo build --release -p origin`, which
+/// `up --no-build` runs (a no-op when fresh); the turn lasts while the returned guard lives.
 fn build_origin() -> MutexGuard<'static, ()> {
     let turn = ONE_STACK_AT_A_TIME
         .lock()

@@ -242,7 +242,7 @@ mod unit_tests {
         // checked servers are the fallbacks' liveness checks (backend `fallbacks`).
         let mains: Vec<&&str> = active
             .iter()
-            .filter(|l| l.starts_with("server ") && l.contains(" check"))
+            .filter(|l| l.contains(" check"))
             .filter(|l| {
                 Role::ALL
                     .into_iter()
