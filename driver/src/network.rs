@@ -79,6 +79,11 @@ impl Network {
         format!("{PREFIX}{}br", self.run)
     }
 
+    /// The root-namespace end of `host`'s veth pair (the other end is its `eth0`).
+    fn veth(&self, host: Host) -> String {
+        format!("{PREFIX}{}v{}", self.run, host.index())
+    }
+
     /// The namespace of `host`.
     pub fn namespace(&self, host: Host) -> String {
         self.topology.namespace(host).expect("a Hosts topology")
@@ -91,7 +96,7 @@ impl Network {
         ip(&["link", "set", &bridge, "up"])?;
         for host in Host::ALL {
             let namespace = self.namespace(host);
-            let veth = format!("{PREFIX}{}v{}", self.run, host.index());
+            let veth = self.veth(host);
             ip(&["netns", "add", &namespace])?;
             ip(&[
                 "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &namespace,
@@ -124,13 +129,58 @@ impl Network {
         )
     }
 
-    /// Which load balancer holds the VIP now (`None`: neither, or both were asked and
-    /// neither answered).
-    pub fn vip_holder(&self) -> Option<Host> {
-        Host::BALANCERS.into_iter().find(|&host| {
-            self.run_on(host, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
-                .is_ok_and(|text| text.contains(&format!("inet {VIP}/")))
-        })
+    /// Every load balancer that holds the VIP now: one normally, none during a move, both
+    /// while they cannot hear each other (a VRRP split).
+    pub fn vip_holders(&self) -> Vec<Host> {
+        Host::BALANCERS
+            .into_iter()
+            .filter(|&host| {
+                self.run_on(host, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
+                    .is_ok_and(|text| text.contains(&format!("inet {VIP}/")))
+            })
+            .collect()
+    }
+
+    /// Drops `percent` % of the packets `host` sends and receives, at random (nftables
+    /// `numgen random`; this kernel has no netem), or stops dropping (`None`).
+    pub fn set_loss(&self, host: Host, percent: Option<u8>) -> Result<(), String> {
+        let rules = percent.map(|percent| {
+            ["input", "output"]
+                .map(|hook| {
+                    format!(
+                        "  chain {hook} {{\n    type filter hook {hook} priority -10; policy accept;\n    \
+                         numgen random mod 100 < {percent} drop\n  }}\n"
+                    )
+                })
+                .concat()
+        });
+        self.set_table(host, "loss", rules.as_deref())
+    }
+
+    /// Cuts VRRP between the load balancers (`true`: each drops the other's adverts, so
+    /// both believe they are alone) or heals it. Everything else still flows.
+    pub fn set_vrrp_split(&self, split: bool) -> Result<(), String> {
+        let rules =
+            "  chain input {\n    type filter hook input priority -10; policy accept;\n    \
+                     ip protocol 112 drop\n  }\n";
+        for lb in Host::BALANCERS {
+            self.set_table(lb, "split", split.then_some(rules))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces nftables table `inet dsh<name>` on `host` with `chains`, or removes it (`None`).
+    fn set_table(&self, host: Host, name: &str, chains: Option<&str>) -> Result<(), String> {
+        // Declaring the table first makes the delete succeed whether or not it existed.
+        let mut script = format!("table inet {PREFIX}{name}\ndelete table inet {PREFIX}{name}\n");
+        if let Some(chains) = chains {
+            let _ = write!(script, "table inet {PREFIX}{name} {{\n{chains}}}\n");
+        }
+        run(
+            Command::new("ip").args(["netns", "exec", &self.namespace(host), "nft", "-f", "-"]),
+            Some(&script),
+        )
+        .map(drop)
     }
 
     /// keepalived for load balancer `host`, holding the VIP while that host's HAProxy master
@@ -178,7 +228,14 @@ impl Network {
 impl Drop for Network {
     fn drop(&mut self) {
         let namespaces: Vec<String> = Host::ALL.map(|host| self.namespace(host)).to_vec();
-        if let Err(error) = remove(&namespaces, &[self.bridge()]) {
+        // The root ends of the veth pairs too: a namespace whose last process is still
+        // exiting outlives `ip netns del`, and its link with it.
+        let links: Vec<String> = Host::ALL
+            .map(|host| self.veth(host))
+            .into_iter()
+            .chain([self.bridge()])
+            .collect();
+        if let Err(error) = remove(&namespaces, &links) {
             eprintln!(
                 "hosts: could not remove everything of run {}: {error}",
                 self.run
@@ -246,11 +303,14 @@ fn remove(namespaces: &[String], links: &[String]) -> Result<(), String> {
             let _ = writeln!(errors, "{error}");
         }
     }
+    let exists = |link: &str| ip(&["link", "show", link]).is_ok();
     for link in links {
-        let exists = ip(&["link", "show", link]).is_ok();
-        if exists {
+        // A veth may vanish between the two commands, with its namespace.
+        if exists(link) {
             if let Err(error) = ip(&["link", "del", link]) {
-                let _ = writeln!(errors, "{error}");
+                if exists(link) {
+                    let _ = writeln!(errors, "{error}");
+                }
             }
         }
     }
@@ -292,13 +352,20 @@ fn run(command: &mut Command, stdin: Option<&str>) -> Result<String, String> {
     let done = child
         .wait_with_output()
         .map_err(|error| format!("{line} failed: {error}"))?;
+    let stderr = String::from_utf8_lossy(&done.stderr);
     if done.status.success() {
         Ok(String::from_utf8_lossy(&done.stdout).into_owned())
     } else {
+        // `ip netns exec` itself ran, but not the program it was given.
+        let hint = if stderr.contains("exec of") && stderr.contains("No such file") {
+            "; `cargo xtask install` installs iproute2, nftables and keepalived"
+        } else {
+            ""
+        };
         Err(format!(
-            "{line} failed ({}): {}",
+            "{line} failed ({}): {}{hint}",
             done.status,
-            String::from_utf8_lossy(&done.stderr).trim()
+            stderr.trim()
         ))
     }
 }
