@@ -13,6 +13,7 @@
 //! | P12 | [`buffers`] | HAProxy's memory with 32 KB buffers against 16 KB, 1,000 and 5,000 connections |
 //! | P10 | [`worker_cost`] | what the last-resort service worker adds to a navigation |
 //! | P8, P9 | [`overload`] | a crowd up to 16× api-main's best: maintenance answers, servers down, queue; a crash in it |
+//! | P13 | [`failover`] | across hosts: the VIP holder's HAProxy killed or its host cut off under fixed-rate load |
 //!
 //! [`report`] describes the machine and writes the table. Benchmarks report: a slow result is
 //! "goal not met", never an error. A figure fails only when it cannot measure (a process
@@ -23,6 +24,7 @@
 mod assets;
 mod buffers;
 mod detection;
+mod failover;
 mod herd;
 mod overload;
 mod redeploy;
@@ -87,10 +89,12 @@ pub enum FigureId {
     P11,
     /// HAProxy's memory with 32 KB buffers against 16 KB, 1,000 and 5,000 connections.
     P12,
+    /// Across hosts: the VIP holder's HAProxy killed or its host cut off, under load.
+    P13,
 }
 
 impl FigureId {
-    const ALL: [FigureId; 12] = [
+    const ALL: [FigureId; 13] = [
         FigureId::P1,
         FigureId::P2,
         FigureId::P3,
@@ -103,11 +107,12 @@ impl FigureId {
         FigureId::P10,
         FigureId::P11,
         FigureId::P12,
+        FigureId::P13,
     ];
 
     /// The order figures are measured in: the quick ones first, P4 last (it needs the
     /// redeploy verb and the load generator).
-    const MEASURE_ORDER: [FigureId; 12] = [
+    const MEASURE_ORDER: [FigureId; 13] = [
         FigureId::P6,
         FigureId::P7,
         FigureId::P10,
@@ -118,6 +123,7 @@ impl FigureId {
         FigureId::P8,
         FigureId::P9,
         FigureId::P12,
+        FigureId::P13,
         FigureId::P4,
         FigureId::P11,
     ];
@@ -144,6 +150,9 @@ impl FigureId {
             }
             FigureId::P12 => {
                 "HAProxy's resident memory with 5,000 keep-alive connections, 32 KB vs 16 KB buffers"
+            }
+            FigureId::P13 => {
+                "across hosts, 1,000 req/s through the VIP: the VIP holder fails until the VIP moves"
             }
         }
     }
@@ -618,6 +627,7 @@ fn measure(bench: &Bench, id: FigureId) -> Outcome {
         FigureId::P9 => overload::measure_crash(bench),
         FigureId::P10 => worker_cost::measure(bench),
         FigureId::P12 => buffers::measure(bench),
+        FigureId::P13 => failover::measure(bench),
     }));
     match result {
         Ok(Ok(figure)) => Outcome::Measured(Box::new(figure)),
