@@ -27,6 +27,7 @@ mod last_resort;
 mod outages;
 mod return_targets;
 mod support;
+mod vip;
 
 use std::time::Instant;
 
@@ -37,7 +38,7 @@ use libtest_mimic::{Arguments, Trial};
 type Scenario = fn(Engine);
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [(&str, Scenario); 22] = [
+const SCENARIOS: [(&str, Scenario); 25] = [
     ("f1_api_main_crash", outages::f1_api_main_crash),
     ("f2_static_main_crash", outages::f2_static_main_crash),
     ("f3_both_mains_crash", outages::f3_both_mains_crash),
@@ -94,6 +95,18 @@ const SCENARIOS: [(&str, Scenario); 22] = [
     (
         "lr5_flapping_is_bounded_by_the_loop_guard",
         last_resort::flapping_is_bounded_by_the_loop_guard,
+    ),
+    (
+        "vip1_dashboard_rides_out_haproxy_killed",
+        vip::vip1_dashboard_rides_out_haproxy_killed,
+    ),
+    (
+        "vip2_dashboard_rides_out_its_balancer_cut_off",
+        vip::vip2_dashboard_rides_out_its_balancer_cut_off,
+    ),
+    (
+        "vip3_maintenance_tab_returns_after_haproxy_killed",
+        vip::vip3_maintenance_tab_returns_after_haproxy_killed,
     ),
     (
         "browser_reaped_after_a_panic",

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use driver::browser::{Browser, Engine};
-use driver::{default_www_dir, target_dir, Role, Signal, Stack};
+use driver::{default_www_dir, target_dir, Role, Signal, Stack, StackBuilder};
 use serde::Deserialize;
 use tempfile::TempDir;
 
@@ -169,11 +169,20 @@ pub struct Scene {
 impl Scene {
     /// Starts a stack serving www/ at `pace`, and a browser in `engine`.
     pub fn start(engine: Engine, pace: Pace) -> Scene {
+        Scene::start_on(engine, pace, Stack::builder())
+    }
+
+    /// The same across hosts: each server in its own network namespace, the tab reaching
+    /// the site through keepalived's VIP (needs root).
+    pub fn across_hosts(engine: Engine, pace: Pace) -> Scene {
+        Scene::start_on(engine, pace, Stack::builder().hosts())
+    }
+
+    fn start_on(engine: Engine, pace: Pace, mut builder: StackBuilder) -> Scene {
         let www = match pace {
             Pace::Shipped => None,
             paced => Some(paced_www(paced)),
         };
-        let mut builder = Stack::builder();
         if let Some(dir) = &www {
             builder = builder.www(dir.path());
         }
@@ -365,7 +374,8 @@ impl Scene {
     /// script blocked or gone), or if the record cannot be read.
     pub fn csp_violations(&self) -> Vec<String> {
         let origin = self.url("");
-        let origin = origin.trim_end_matches('/');
+        // As `location.origin` writes it: without the default port (the VIP's site is on 80).
+        let origin = origin.trim_end_matches('/').trim_end_matches(":80");
         let read = || -> Option<CspRecord> {
             let record: Option<CspRecord> = self.tab.try_eval_as(CSP_JS).ok().flatten();
             record.filter(|record| record.origin == origin)

@@ -1,0 +1,125 @@
+//! Across hosts (F11 and F12 in a real browser): the load balancer holding the VIP fails
+//! under an open dashboard or an open maintenance tab. The tab reaches the site only through
+//! the VIP, so it sees what a visitor sees while keepalived moves it to the other balancer,
+//! and must end on the live dashboard by itself.
+
+use std::time::Instant;
+
+use driver::browser::Engine;
+use driver::{Host, Role, Signal};
+
+use crate::support::{Pace, Scene, View, DEADLINE, DETECTION};
+
+/// How lb-a, the VIP's first holder, fails.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Its HAProxy's whole process group gets SIGKILL (F11).
+    HaproxyKilled,
+    /// Its link goes down, as when its host dies (F12).
+    HostCutOff,
+}
+
+/// Waits until exactly `holders` hold the VIP.
+fn wait_for_vip(scene: &Scene, holders: &[Host]) {
+    let network = scene.stack.network().expect("a hosts stack");
+    scene.stack.wait_until(
+        DETECTION,
+        &format!("the VIP is held by {holders:?} alone"),
+        || match network.vip_holders() {
+            now if now == holders => Ok(()),
+            now => Err(now),
+        },
+    );
+}
+
+/// Makes lb-a fail and waits until lb-b alone holds the VIP; returns when lb-a failed.
+fn fail_lb_a(scene: &mut Scene, fault: Fault) -> Instant {
+    let failed = Instant::now();
+    match fault {
+        Fault::HaproxyKilled => {
+            let haproxy = scene.stack.balancer_mut(Host::LbA);
+            let group = nix::unistd::Pid::from_raw(haproxy.pid() as i32);
+            nix::sys::signal::killpg(group, Signal::SIGKILL)
+                .expect("lb-a's HAProxy process group is there");
+        }
+        Fault::HostCutOff => scene
+            .stack
+            .network()
+            .expect("a hosts stack")
+            .set_link(Host::LbA, false)
+            .unwrap_or_else(|error| panic!("{error}")),
+    }
+    wait_for_vip(scene, &[Host::LbB]);
+    failed
+}
+
+/// An open dashboard while lb-a fails: it stays the dashboard (no origin is down, so never
+/// the maintenance page, never a browser error page), and refreshes through lb-b.
+fn dashboard_rides_out(engine: Engine, fault: Fault) {
+    let mut scene = Scene::across_hosts(engine, Pace::Fast);
+    wait_for_vip(&scene, &[Host::LbA]);
+    let before = scene.open_dashboard();
+    let failed = fail_lb_a(&mut scene, fault);
+    let moved: View = scene.wait(DEADLINE, "the tab can be read after the move", |view| {
+        Ok::<_, String>(view.clone())
+    });
+    let live = scene.wait(DEADLINE, "the dashboard refreshes through lb-b", |view| {
+        assert_eq!(
+            view.page.as_deref(),
+            Some("dashboard"),
+            "with every origin up the tab must stay on the dashboard: {}\n{}",
+            view.summary_line(),
+            scene.logs()
+        );
+        // Two more health polls answered after the move, and data rendered since.
+        if view.is_dashboard_with_data() && view.health_polls >= moved.health_polls + 2 {
+            Ok(view.clone())
+        } else {
+            Err("no fresh data through lb-b yet".to_owned())
+        }
+    });
+    assert_eq!(
+        live.dashboard_loads,
+        before.dashboard_loads,
+        "the dashboard reloaded on the way: {}",
+        live.summary_line()
+    );
+    scene.record_healthy_to_back(failed.elapsed());
+    scene.note(format!("{fault:?}: live again through lb-b"));
+}
+
+/// F11, an open dashboard: HAProxy killed on the VIP holder.
+pub fn vip1_dashboard_rides_out_haproxy_killed(engine: Engine) {
+    dashboard_rides_out(engine, Fault::HaproxyKilled);
+}
+
+/// F12, an open dashboard: the VIP holder's host cut off.
+pub fn vip2_dashboard_rides_out_its_balancer_cut_off(engine: Engine) {
+    dashboard_rides_out(engine, Fault::HostCutOff);
+}
+
+/// F11, an open maintenance tab: api-main is down, then HAProxy is killed on the VIP holder
+/// while the tab's client polls; api-main comes back only after the VIP has moved, and the
+/// tab returns to the dashboard by itself through lb-b.
+pub fn vip3_maintenance_tab_returns_after_haproxy_killed(engine: Engine) {
+    let mut scene = Scene::across_hosts(engine, Pace::Fast);
+    wait_for_vip(&scene, &[Host::LbA]);
+    let crashed = Instant::now();
+    scene.crash(Role::ApiMain);
+    scene.wait_haproxy_down(Role::ApiMain);
+    scene.open("/");
+    let shown = scene.wait_maintenance(
+        &["api-down"],
+        "a tab opening / through the VIP shows the maintenance page",
+    );
+    scene.record_fault_to_maintenance(crashed.elapsed());
+    fail_lb_a(&mut scene, Fault::HaproxyKilled);
+    scene.stack.server_mut(Role::ApiMain).restart();
+    let healthy = Instant::now();
+    let back = scene.wait_back_on_dashboard(
+        &shown,
+        "the maintenance tab returns to the dashboard through lb-b by itself",
+    );
+    scene.record_healthy_to_back(healthy.elapsed());
+    assert_eq!(back.path, "/", "{}", back.summary_line());
+}
