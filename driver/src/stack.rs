@@ -154,7 +154,7 @@ impl StackBuilder {
                 let spec =
                     origin_spec(origin_binary(), role, listen, &self.build_id, &www, &socket)
                         .current_dir(dir.path());
-                ServerProcess::spawn(topology.place(Host::Origin(role), spec))
+                ServerProcess::spawn(topology.place_origin(role, spec))
             })
             .collect();
 

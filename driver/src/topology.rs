@@ -159,6 +159,19 @@ impl Topology {
         }
     }
 
+    /// Origin `role`'s `spec` placed on its host; across hosts api-main also gets every load
+    /// balancer's stats address (`--haproxy-peers`), as it cannot read their Unix sockets.
+    pub fn place_origin(&self, role: Role, mut spec: ProcessSpec) -> ProcessSpec {
+        if role == Role::ApiMain && matches!(self, Topology::Hosts { .. }) {
+            let peers: Vec<String> = Host::BALANCERS
+                .iter()
+                .map(|lb| format!("{lb}={}:{STATS_PORT}", lb.ip()))
+                .collect();
+            spec = spec.arg("--haproxy-peers").arg(peers.join(","));
+        }
+        self.place(Host::Origin(role), spec)
+    }
+
     /// `spec` as it must run on `host`: unchanged on loopback, else under `ip netns exec`
     /// (which execs the program: the pid stays the server's).
     pub fn place(&self, host: Host, spec: ProcessSpec) -> ProcessSpec {

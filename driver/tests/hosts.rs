@@ -222,10 +222,50 @@ fn f10_api_main_host_cut_off_then_back() {
     );
 }
 
+/// `/api/data`'s `balancers`: (name, reachable, forwarded this request), and the name of
+/// the balancer whose view is its `haproxy`, checked to have api-main UP.
+fn balancers(stack: &Stack) -> Vec<(String, bool, bool)> {
+    let data = stack.get("/api/data");
+    expect::status(&data, 200, "GET /api/data across hosts");
+    let json = data.json();
+    let rows: Vec<(String, bool, bool)> = json["balancers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("/api/data has no balancers: {json}"))
+        .iter()
+        .map(|b| {
+            let name = b["name"].as_str().unwrap_or_default().to_owned();
+            let reachable = b["reachable"] == true;
+            if reachable {
+                let servers = b["servers"].as_array().map_or(0, Vec::len);
+                assert_eq!(
+                    servers,
+                    Role::ALL.len(),
+                    "{name}'s view lists every server: {b}"
+                );
+            }
+            (name, reachable, b["forwarded"] == true)
+        })
+        .collect();
+    let api_main = json["haproxy"]["servers"]
+        .as_array()
+        .and_then(|servers| servers.iter().find(|s| s["server"] == "api-main"))
+        .unwrap_or_else(|| panic!("/api/data's haproxy view has no api-main: {json}"));
+    assert_eq!(api_main["state"], "UP", "{json}");
+    rows
+}
+
 #[test]
 fn f11_haproxy_killed_on_the_vip_holder_moves_the_vip() {
     let mut stack = Stack::builder().hosts().start();
     wait_for_vip(&stack, &[Host::LbA], Instant::now());
+    // api-main reads both balancers' stats over TCP; the request came through lb-a.
+    assert_eq!(
+        balancers(&stack),
+        [
+            ("lb-a".to_owned(), true, true),
+            ("lb-b".to_owned(), true, false)
+        ]
+    );
     let load = Load::start(stack.url("/"));
     load.wait_for_answers(&stack, 10, "through lb-a");
 
@@ -239,6 +279,14 @@ fn f11_haproxy_killed_on_the_vip_holder_moves_the_vip() {
     let moved = wait_for_vip(&stack, &[Host::LbB], killed);
     load.wait_for_answers(&stack, 10, "through lb-b");
     let samples = load.finish();
+    // The dashboard's data now comes through lb-b, whose view it shows; lb-a is unreachable.
+    assert_eq!(
+        balancers(&stack),
+        [
+            ("lb-a".to_owned(), false, false),
+            ("lb-b".to_owned(), true, true)
+        ]
+    );
     assert_eq!(
         failed_between(&samples, Duration::ZERO, killed_at),
         0,

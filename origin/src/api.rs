@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header;
-use actix_web::{middleware, web, HttpResponse};
+use actix_web::{middleware, web, HttpRequest, HttpResponse};
 use contract::Tier;
 use serde::Serialize;
 use serde_json::json;
@@ -28,7 +28,22 @@ pub struct DataReport {
     pub generated_at_ms: u64,
     /// The machine the API runs on.
     pub host: HostReport,
-    /// HAProxy's view of the servers.
+    /// HAProxy's view of the servers: across hosts, that of the load balancer that
+    /// forwarded this request (the VIP's holder), else the first one that answered.
+    pub haproxy: HaproxyReport,
+    /// Across hosts (`--haproxy-peers`), every load balancer's view; empty otherwise.
+    pub balancers: Vec<BalancerReport>,
+}
+
+/// One load balancer's view, across hosts.
+#[derive(Clone, Debug, Serialize)]
+pub struct BalancerReport {
+    /// Its name, e.g. `lb-a`.
+    pub name: String,
+    /// Whether this request came through it: it holds the VIP.
+    pub forwarded: bool,
+    /// What its stats socket said.
+    #[serde(flatten)]
     pub haproxy: HaproxyReport,
 }
 
@@ -59,11 +74,11 @@ async fn healthz(api: web::Data<ApiMain>) -> HttpResponse {
         .json(json!({"status": "ok", "tier": "api", "build": api.build_id}))
 }
 
-async fn data(api: web::Data<ApiMain>) -> actix_web::Result<HttpResponse> {
+async fn data(request: HttpRequest, api: web::Data<ApiMain>) -> actix_web::Result<HttpResponse> {
     // /proc reads are quick but blocking: keep them off the async workers.
-    let (host, haproxy) = tokio::join!(
+    let (host, (haproxy, balancers)) = tokio::join!(
         web::block(|| HostReport::read(Path::new("/proc"))),
-        haproxy_stats::report(&api.stats.path, api.stats.timeout),
+        haproxy_views(&request, &api),
     );
     let report = DataReport {
         status: "ok",
@@ -72,10 +87,49 @@ async fn data(api: web::Data<ApiMain>) -> actix_web::Result<HttpResponse> {
         generated_at_ms: unix_millis(),
         host: host?,
         haproxy,
+        balancers,
     };
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(report))
+}
+
+/// The stats socket's view; across hosts every balancer's, read at once, and the view of the
+/// one this request came from (HAProxy connects from its host's own address).
+async fn haproxy_views(
+    request: &HttpRequest,
+    api: &ApiMain,
+) -> (HaproxyReport, Vec<BalancerReport>) {
+    if api.peers.is_empty() {
+        let report = haproxy_stats::report(&api.stats.path, api.stats.timeout).await;
+        return (report, Vec::new());
+    }
+    let from = request.peer_addr().map(|addr| addr.ip());
+    let reads: Vec<_> = api
+        .peers
+        .iter()
+        .map(|peer| tokio::spawn(haproxy_stats::report_tcp(peer.addr, api.stats.timeout)))
+        .collect();
+    let mut balancers = Vec::with_capacity(reads.len());
+    for (peer, read) in api.peers.iter().zip(reads) {
+        let haproxy = read.await.unwrap_or_else(|error| HaproxyReport {
+            reachable: false,
+            error: Some(format!("reading its stats failed: {error}")),
+            servers: Vec::new(),
+            backends: Vec::new(),
+        });
+        balancers.push(BalancerReport {
+            name: peer.name.clone(),
+            forwarded: from == Some(peer.addr.ip()),
+            haproxy,
+        });
+    }
+    let shown = balancers
+        .iter()
+        .find(|b| b.forwarded && b.haproxy.reachable)
+        .or_else(|| balancers.iter().find(|b| b.haproxy.reachable))
+        .unwrap_or(&balancers[0]);
+    (shown.haproxy.clone(), balancers)
 }
 
 fn unix_millis() -> u64 {

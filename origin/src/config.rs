@@ -1,5 +1,6 @@
 //! The command line: one subcommand per role, every flag with an environment fallback.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -198,6 +199,31 @@ pub struct StatsSocket {
     pub timeout: Duration,
 }
 
+/// One load balancer whose stats api-main reads over TCP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its name, e.g. `lb-a`.
+    pub name: String,
+    /// Its `stats socket ipv4@...` address.
+    pub addr: SocketAddr,
+}
+
+fn parse_peer(text: &str) -> Result<Peer, String> {
+    let (name, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=IP:PORT"))?;
+    let addr = addr
+        .parse()
+        .map_err(|error| format!("`{addr}` in `{text}` is not IP:PORT: {error}"))?;
+    if name.is_empty() {
+        return Err(format!("`{text}` has no name before `=`"));
+    }
+    Ok(Peer {
+        name: name.to_owned(),
+        addr,
+    })
+}
+
 /// Settings of the `api-main` role.
 #[derive(Clone, Debug, Args)]
 #[group(skip)]
@@ -209,6 +235,18 @@ pub struct ApiMain {
     /// Build id reported by `/api/healthz`, `/api/data` and in logs and metrics.
     #[arg(long, env = "ORIGIN_BUILD_ID", value_name = "ID", default_value = DEFAULT_BUILD_ID)]
     pub build_id: String,
+
+    /// Across hosts: each load balancer's read-only stats address as `name=ip:port`,
+    /// comma-separated. `/api/data` then reads every one of them over TCP (`balancers`) and
+    /// reports the one that forwarded the request as `haproxy`, instead of the socket.
+    #[arg(
+        long = "haproxy-peers",
+        env = "ORIGIN_HAPROXY_PEERS",
+        value_name = "NAME=ADDR,...",
+        value_delimiter = ',',
+        value_parser = parse_peer
+    )]
+    pub peers: Vec<Peer>,
 
     /// Fault injection for end-to-end tests: hold every `/api/healthz` answer this many
     /// milliseconds, so a test can make the API's health slower than HAProxy's check timeout
@@ -258,6 +296,39 @@ mod tests {
     #[test]
     fn command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn peers_are_names_with_addresses() {
+        let cli = Cli::try_parse_from([
+            "origin",
+            "api-main",
+            "--haproxy-peers",
+            "lb-a=198.18.0.11:9100,lb-b=198.18.0.12:9100",
+        ])
+        .unwrap();
+        let Role::ApiMain { api, .. } = cli.role else {
+            panic!("api-main parsed as {:?}", cli.role);
+        };
+        assert_eq!(
+            api.peers,
+            [
+                Peer {
+                    name: "lb-a".to_owned(),
+                    addr: "198.18.0.11:9100".parse().unwrap()
+                },
+                Peer {
+                    name: "lb-b".to_owned(),
+                    addr: "198.18.0.12:9100".parse().unwrap()
+                },
+            ]
+        );
+        for bad in ["198.18.0.11:9100", "=198.18.0.11:9100", "lb-a=nowhere"] {
+            assert!(
+                Cli::try_parse_from(["origin", "api-main", "--haproxy-peers", bad]).is_err(),
+                "{bad} was accepted"
+            );
+        }
     }
 
     #[test]

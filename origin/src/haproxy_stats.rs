@@ -1,15 +1,17 @@
 //! HAProxy's view of the servers, read from its stats socket (runtime API, `show stat`).
 
 use std::fmt;
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use contract::stat::{Table, TableError};
 use contract::Tier;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 
 /// Largest answer read from the socket; a real `show stat` for this stack is a few kB.
 const MAX_ANSWER_BYTES: u64 = 4 * 1024 * 1024;
@@ -124,9 +126,28 @@ pub struct StatsTable {
     pub backends: Vec<BackendState>,
 }
 
-/// Asks HAProxy for `show stat` and reports the result, reachable or not.
+/// Asks HAProxy for `show stat` on its Unix socket and reports the result, reachable or not.
 pub async fn report(socket: &Path, limit: Duration) -> HaproxyReport {
-    let outcome = match tokio::time::timeout(limit, show_stat(socket)).await {
+    let connect = async {
+        UnixStream::connect(socket)
+            .await
+            .map_err(StatsError::Connect)
+    };
+    report_from(connect, limit).await
+}
+
+/// The same on a `stats socket ipv4@addr` of another host.
+pub async fn report_tcp(addr: SocketAddr, limit: Duration) -> HaproxyReport {
+    let connect = async { TcpStream::connect(addr).await.map_err(StatsError::Connect) };
+    report_from(connect, limit).await
+}
+
+async fn report_from<S: AsyncRead + AsyncWrite + Unpin>(
+    connect: impl Future<Output = Result<S, StatsError>>,
+    limit: Duration,
+) -> HaproxyReport {
+    let exchange = async { show_stat(connect.await?).await };
+    let outcome = match tokio::time::timeout(limit, exchange).await {
         Ok(Ok(answer)) => parse_show_stat(&answer),
         Ok(Err(err)) => Err(err),
         Err(_) => Err(StatsError::Timeout(limit)),
@@ -163,10 +184,7 @@ pub async fn report(socket: &Path, limit: Duration) -> HaproxyReport {
 }
 
 /// One non-interactive runtime-API exchange: HAProxy closes the connection after answering.
-async fn show_stat(socket: &Path) -> Result<String, StatsError> {
-    let mut stream = UnixStream::connect(socket)
-        .await
-        .map_err(StatsError::Connect)?;
+async fn show_stat(mut stream: impl AsyncRead + AsyncWrite + Unpin) -> Result<String, StatsError> {
     let exchange = StatsError::Exchange;
     stream.write_all(b"show stat\n").await.map_err(exchange)?;
     let mut answer = Vec::new();

@@ -419,6 +419,29 @@ function tag(text, cls) {
   return t;
 }
 
+/**
+ * Across hosts: one line per load balancer, its own view of every server, the one that
+ * forwarded this data marked as the VIP's holder. Hidden on a single entry point.
+ */
+function renderBalancers(balancers) {
+  const list = Array.isArray(balancers) ? balancers : [];
+  $("balancers-card").hidden = list.length === 0;
+  $("balancers").replaceChildren(
+    ...list.map((b) => {
+      const li = document.createElement("li");
+      li.dataset.balancer = String(b.name ?? "");
+      li.dataset.reachable = b.reachable ? "true" : "false";
+      if (b.forwarded) li.dataset.vip = "true";
+      li.append(tag(String(b.name ?? "?"), "name"));
+      if (b.forwarded) li.append(tag("holds the VIP", "tag tag-serving"));
+      const views = (b.servers || []).map((s) => `${s.server} ${s.state}`).join(" · ");
+      const detail = b.reachable ? views : `unreachable: ${b.error || "its stats did not answer"}`;
+      li.append(tag(detail, "muted"));
+      return li;
+    }),
+  );
+}
+
 function renderBackends(backends, rates) {
   syncRows($("backends"), backends, (b) => b.name, "backend", (tr, b) => {
     const rate = rates[b.name];
@@ -495,6 +518,7 @@ function render(data) {
     renderBackends(hap.backends || [], rates);
   }
   renderHost(data.host);
+  renderBalancers(data.balancers);
 
   setText($("api-build"), data.build || "—");
   const updated = $("updated");

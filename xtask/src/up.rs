@@ -377,7 +377,7 @@ impl Supervisor {
         .log_file(log_file(Server::Origin(role)))
         // Its own process group: Ctrl-C reaches `up` alone, which stops servers in order.
         .own_process_group();
-        Ok(self.topology.place(Host::Origin(role), spec))
+        Ok(self.topology.place_origin(role, spec))
     }
 
     /// A new listening socket for `role` on `listen` (port 0: a free one).

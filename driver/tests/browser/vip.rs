@@ -10,6 +10,10 @@ use driver::{Host, Role, Signal};
 
 use crate::support::{Pace, Scene, View, DEADLINE, DETECTION};
 
+/// The dashboard's load balancer rows: name, `data-reachable`, `data-vip`.
+const BALANCERS_JS: &str = "return [...document.querySelectorAll('[data-balancer]')].map((li) => \
+    [li.dataset.balancer, li.dataset.reachable || '', li.dataset.vip || '']);";
+
 /// How lb-a, the VIP's first holder, fails.
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -85,6 +89,22 @@ fn dashboard_rides_out(engine: Engine, fault: Fault) {
         live.summary_line()
     );
     scene.record_healthy_to_back(failed.elapsed());
+    // Its server table is lb-b's view now, and its balancer list says so.
+    scene.wait_dashboard("the dashboard shows lb-b's view: every server, both mains UP");
+    scene.wait(DEADLINE, "the dashboard shows lb-b holding the VIP", |_| {
+        let rows: Vec<(String, String, String)> = scene.tab.try_eval_as(BALANCERS_JS)?;
+        let lb_b_holds = rows
+            .iter()
+            .any(|(name, reachable, vip)| name == "lb-b" && reachable == "true" && vip == "true");
+        let lb_a_down = rows
+            .iter()
+            .any(|(name, reachable, vip)| name == "lb-a" && reachable == "false" && vip.is_empty());
+        if lb_b_holds && lb_a_down {
+            Ok(())
+        } else {
+            Err(format!("balancer rows: {rows:?}"))
+        }
+    });
     scene.note(format!("{fault:?}: live again through lb-b"));
 }
 

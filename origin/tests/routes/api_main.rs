@@ -30,6 +30,7 @@ async fn app_with_health_delay(
             timeout: stats_timeout,
         },
         build_id: "build-42".to_owned(),
+        peers: Vec::new(),
         health_delay_ms,
     };
     let metrics = Metrics::new("api-main", "build-42").unwrap();

@@ -39,6 +39,7 @@ fn roles(site: &Site) -> Vec<Role> {
                     timeout: DEFAULT_STATS_TIMEOUT,
                 },
                 build_id: build_id.clone(),
+                peers: Vec::new(),
                 health_delay_ms: 0,
             },
         },
