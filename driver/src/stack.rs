@@ -402,6 +402,18 @@ impl Stack {
         self.network.as_ref()
     }
 
+    /// Waits until exactly `holders` hold the VIP (one after a move, both during a VRRP
+    /// split); panics with every log after `timeout`, or on a stack not across hosts.
+    #[track_caller]
+    pub fn wait_for_vip(&self, holders: &[Host], timeout: Duration) {
+        let network = self.network().expect("only a stack across hosts has a VIP");
+        let what = format!("the VIP is held by {holders:?} alone");
+        self.wait_until(timeout, &what, || match network.vip_holders() {
+            now if now == holders => Ok(()),
+            now => Err(now),
+        });
+    }
+
     /// The www directory served (absolute).
     pub fn www_dir(&self) -> &Path {
         &self.www

@@ -176,12 +176,8 @@ fn ms(duration: Duration) -> String {
 /// Waits until exactly `holders` hold the VIP; returns the time since `since`.
 #[track_caller]
 fn wait_for_vip(stack: &Stack, holders: &[Host], since: Instant) -> Duration {
-    let network = stack.network().expect("a hosts stack");
-    let what = format!("the VIP is held by {holders:?} alone");
-    stack.wait_until(FAILOVER, &what, || match network.vip_holders() {
-        now if now == holders => Ok(since.elapsed()),
-        now => Err(now),
-    })
+    stack.wait_for_vip(holders, FAILOVER);
+    since.elapsed()
 }
 
 #[test]

@@ -25,15 +25,7 @@ enum Fault {
 
 /// Waits until exactly `holders` hold the VIP.
 fn wait_for_vip(scene: &Scene, holders: &[Host]) {
-    let network = scene.stack.network().expect("a hosts stack");
-    scene.stack.wait_until(
-        DETECTION,
-        &format!("the VIP is held by {holders:?} alone"),
-        || match network.vip_holders() {
-            now if now == holders => Ok(()),
-            now => Err(now),
-        },
-    );
+    scene.stack.wait_for_vip(holders, DETECTION);
 }
 
 /// Makes lb-a fail and waits until lb-b alone holds the VIP; returns when lb-a failed.
