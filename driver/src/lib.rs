@@ -15,8 +15,9 @@
 //!   each on its own [`Host`] (a network namespace; [`Network`] makes and removes them).
 //! - [`Stack`] starts a whole test stack in a temporary directory, waits until it is healthy,
 //!   and kills and reaps every process when dropped.
-//! - [`http`] is a small HTTP/1.1 client over `std::net::TcpStream`, able to send
-//!   well-formed and deliberately malformed requests alike.
+//! - [`http`] is the workspace's one HTTP client (hyper's HTTP/1.1 client connection behind a
+//!   blocking `Request::send`, and a keep-alive `Connection`), plus `send_raw` for the
+//!   deliberately malformed or cut requests no client sends.
 //! - [`expect`] holds the assertions several suites share (the maintenance answer, its headers).
 //! - [`browser`] drives one headless Chromium tab over WebDriver (its own chromedriver), for
 //!   the browser scenarios in `tests/browser/`.

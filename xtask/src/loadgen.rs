@@ -11,10 +11,12 @@
 //! at the latest `duration + timeout + 1 s` after it starts. Requests that are due but still
 //! unsent then (every connection was stuck) are counted as unsent, never sent late.
 //!
-//! Each connection is one thread doing blocking keep-alive HTTP/1.1, so the most requests in
-//! flight at once is [`LoadSpec::connections`]. Like a browser, a request written on a
-//! kept-alive connection that the server had already closed (nothing at all came back) is sent
-//! again once on a fresh connection; such retries are counted in [`LoadReport::retried`].
+//! Each connection is one thread keeping one HTTP/1.1 connection alive (the workspace's client,
+//! [`driver::http::Connection`], on the thread's own single-threaded Tokio runtime), so the
+//! most requests in flight at once is [`LoadSpec::connections`]. Like a browser, a request
+//! sent on a kept-alive connection that the server had already closed (nothing at all came
+//! back) is sent again once on a fresh connection; such retries are counted in
+//! [`LoadReport::retried`].
 //!
 //! ```ignore
 //! let spec = LoadSpec { rate_per_s: 2000, ..LoadSpec::new(addr, ["/", "/api/data"]) };
@@ -26,9 +28,9 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    io::{self, BufRead, BufReader, Read, Write},
+    io::{self, Write},
     mem,
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -38,10 +40,9 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use driver::http::{Connection, Request, Response};
+use tokio::runtime::Runtime;
 
-/// Bytes of a 5xx body kept to tell a maintenance answer from another error; the maintenance
-/// page says so well within this.
-const KEPT_BODY: usize = 64 * 1024;
 /// Longest a worker sleeps at once while waiting for its next due time, so that a stop
 /// request is noticed promptly.
 const NAP: Duration = Duration::from_millis(20);
@@ -289,9 +290,13 @@ pub fn start(spec: LoadSpec) -> Result<RunningLoad> {
     let mut workers = Vec::with_capacity(spec.connections);
     for number in 0..spec.connections {
         let (spec, shared) = (Arc::clone(&spec), Arc::clone(&shared));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("could not start a Tokio runtime for the load")?;
         let worker = thread::Builder::new()
             .name(format!("load-{number}"))
-            .spawn(move || work(&spec, &shared, started))
+            .spawn(move || work(&spec, &shared, started, &runtime))
             .context("could not start a load generator thread")?;
         workers.push(worker);
     }
@@ -420,19 +425,20 @@ struct Tally {
 }
 
 impl Tally {
-    fn count(&mut self, answer: &Answer) {
+    fn count(&mut self, answer: &Response) {
         *self.statuses.entry(answer.status).or_default() += 1;
         match answer.status {
             200..=299 => self.ok += 1,
-            500..=599 if answer.is_maintenance() => self.maintenance += 1,
+            500..=599 if is_maintenance(answer) => self.maintenance += 1,
             500..=599 => self.http_5xx += 1,
             _ => self.other_status += 1,
         }
     }
 }
 
-/// One connection's thread: takes the next due request, waits for its time, sends it.
-fn work(spec: &LoadSpec, shared: &Shared, started: Instant) -> Tally {
+/// One connection's thread: takes the next due request, waits for its time, sends it. Its
+/// runtime drives the connection only while a request is in flight.
+fn work(spec: &LoadSpec, shared: &Shared, started: Instant, runtime: &Runtime) -> Tally {
     let planned = spec.planned();
     let hard_stop = spec.duration + spec.timeout + Duration::from_secs(1);
     let mut tally = Tally::default();
@@ -472,25 +478,30 @@ fn work(spec: &LoadSpec, shared: &Shared, started: Instant) -> Tally {
             tally.late += 1;
         }
         let path = &spec.paths[(index % spec.paths.len() as u64) as usize];
+        let request = Request::get(&format!("http://{}{path}", spec.addr))
+            .header("User-Agent", "xtask-loadgen");
         tally.sent += 1;
-        let outcome = exchange(
-            &mut connection,
-            spec.addr,
-            path,
-            Instant::now() + spec.timeout,
-            &mut tally.retried,
-        );
+        let outcome = runtime.block_on(async {
+            let exchange = exchange(&mut connection, spec.addr, &request, &mut tally.retried);
+            tokio::time::timeout(spec.timeout, exchange)
+                .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+        });
         match outcome {
             Ok(answer) => {
                 tally.latencies.push(started.elapsed().saturating_sub(due));
                 tally.count(&answer);
             }
             Err(error) => {
-                tally.failed += 1;
+                let error = match error.kind() {
+                    io::ErrorKind::TimedOut => "timed out".to_owned(),
+                    _ => error.to_string(),
+                };
                 *tally
                     .errors
                     .entry(format!("GET {path}: {error}"))
                     .or_default() += 1;
+                tally.failed += 1;
             }
         }
     }
@@ -498,319 +509,54 @@ fn work(spec: &LoadSpec, shared: &Shared, started: Instant) -> Tally {
 }
 
 /// One request and its answer, on the kept-alive connection if there is one. A request whose
-/// kept-alive connection turns out closed before any answer byte is sent once more on a fresh
+/// kept-alive connection turns out closed before any answer is sent once more on a fresh
 /// connection (RFC 9112, 9.3.1: safe for GET).
-fn exchange(
+async fn exchange(
     connection: &mut Option<Connection>,
     addr: SocketAddr,
-    path: &str,
-    deadline: Instant,
+    request: &Request,
     retried: &mut u64,
-) -> Result<Answer, String> {
-    for attempt in 0..2 {
-        let reused = connection.is_some();
-        let mut open = match connection.take() {
-            Some(open) => open,
-            None => Connection::open(addr, deadline).map_err(describe_io)?,
-        };
-        match open.request(addr, path, deadline, false) {
-            Ok(answer) => {
-                if !answer.close {
-                    *connection = Some(open);
-                }
-                return Ok(answer);
-            }
-            Err(failure) if failure.nothing_received && reused && attempt == 0 => {
-                *retried += 1;
-            }
-            Err(failure) => return Err(failure.message),
-        }
-    }
-    Err("the server closed a fresh connection without answering".to_owned())
-}
-
-/// One answered request, as far as classification needs it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Answer {
-    /// The HTTP status.
-    pub status: u16,
-    /// The start of the body: of every answer from [`fetch`], of 5xx answers only under load.
-    pub body: Vec<u8>,
-    /// Whether the server closes the connection after this answer.
-    pub close: bool,
-}
-
-impl Answer {
-    /// A 503 whose body says "maintenance": the maintenance page or `{"status":"maintenance"}`.
-    pub fn is_maintenance(&self) -> bool {
-        self.status == 503
-            && self
-                .body
-                .windows(b"maintenance".len())
-                .any(|window| window.eq_ignore_ascii_case(b"maintenance"))
-    }
-}
-
-/// A request that got no complete answer.
-#[derive(Debug)]
-struct Failure {
-    message: String,
-    /// Not a single byte of the answer arrived (the connection was closed or reset first).
-    nothing_received: bool,
-}
-
-impl Failure {
-    fn before_answer(error: io::Error) -> Self {
-        Failure {
-            nothing_received: matches!(
-                error.kind(),
-                io::ErrorKind::UnexpectedEof
-                    | io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-            ),
-            message: describe_io(error),
-        }
-    }
-
-    fn during_answer(message: impl Into<String>) -> Self {
-        Failure {
-            message: message.into(),
-            nothing_received: false,
-        }
-    }
-}
-
-fn describe_io(error: io::Error) -> String {
-    match error.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "timed out".to_owned(),
-        _ => error.to_string(),
-    }
-}
-
-/// A socket whose every read gives up at a deadline.
-struct DeadlineStream {
-    stream: TcpStream,
-    deadline: Instant,
-}
-
-impl Read for DeadlineStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        self.stream.set_read_timeout(Some(left))?;
-        self.stream.read(buf)
-    }
-}
-
-/// A keep-alive HTTP/1.1 connection.
-struct Connection {
-    reader: BufReader<DeadlineStream>,
-}
-
-impl Connection {
-    fn open(addr: SocketAddr, deadline: Instant) -> io::Result<Self> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        let stream = TcpStream::connect_timeout(&addr, left)
-            .map_err(|error| io::Error::new(error.kind(), format!("connect: {error}")))?;
-        stream.set_nodelay(true)?;
-        Ok(Connection {
-            reader: BufReader::new(DeadlineStream { stream, deadline }),
-        })
-    }
-
-    /// Sends `GET path` and reads the answer, keeping the body of 5xx answers (of every
-    /// answer with `keep_every_body`).
-    fn request(
-        &mut self,
-        addr: SocketAddr,
-        path: &str,
-        deadline: Instant,
-        keep_every_body: bool,
-    ) -> Result<Answer, Failure> {
-        self.reader.get_mut().deadline = deadline;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: xtask-loadgen\r\n\r\n");
-        let stream = &mut self.reader.get_mut().stream;
-        let left = deadline.saturating_duration_since(Instant::now());
-        stream
-            .set_write_timeout(Some(left.max(Duration::from_millis(1))))
-            .map_err(Failure::before_answer)?;
-        stream
-            .write_all(request.as_bytes())
-            .map_err(Failure::before_answer)?;
-        read_answer(&mut self.reader, keep_every_body)
-    }
-}
-
-/// Reads one answer: head, then the body by Content-Length, chunks, or up to the close.
-fn read_answer(reader: &mut impl BufRead, keep_every_body: bool) -> Result<Answer, Failure> {
-    let mut line = String::new();
-    match reader.read_line(&mut line) {
-        Ok(0) => {
-            return Err(Failure {
-                message: "connection closed before any answer".to_owned(),
-                nothing_received: true,
-            })
-        }
-        Ok(_) => {}
-        Err(error) => return Err(Failure::before_answer(error)),
-    }
-    let (version, status) = parse_status_line(&line)
-        .ok_or_else(|| Failure::during_answer(format!("not an HTTP status line: {line:?}")))?;
-    let mut head = Head {
-        status,
-        close: version == "HTTP/1.0",
-        ..Head::default()
+) -> io::Result<Response> {
+    let reused = connection.is_some();
+    let mut open = match connection.take() {
+        Some(open) => open,
+        None => Connection::open(addr).await?,
     };
-    loop {
-        line.clear();
-        let read = reader.read_line(&mut line).map_err(|error| {
-            Failure::during_answer(format!("reading headers: {}", describe_io(error)))
-        })?;
-        if read == 0 {
-            return Err(Failure::during_answer("connection closed in the headers"));
+    let answer = match open.send(request).await {
+        Err(error) if reused && closed_before_answer(&error) => {
+            *retried += 1;
+            open = Connection::open(addr).await?;
+            open.send(request).await?
         }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        head.header(header);
-    }
-    let keep = if keep_every_body || (500..=599).contains(&status) {
-        KEPT_BODY
-    } else {
-        0
+        answer => answer?,
     };
-    let body = read_body(reader, &head, keep)
-        .map_err(|error| Failure::during_answer(format!("reading the body: {error}")))?;
-    Ok(Answer {
-        status,
-        body,
-        close: head.close || head.until_close(),
-    })
+    let closes = answer
+        .header("connection")
+        .is_some_and(|value| value.eq_ignore_ascii_case("close"));
+    if !closes {
+        *connection = Some(open);
+    }
+    Ok(answer)
 }
 
-/// `HTTP/1.1 200 OK` → (`HTTP/1.1`, 200).
-fn parse_status_line(line: &str) -> Option<(&str, u16)> {
-    let mut words = line.split_ascii_whitespace();
-    let version = words.next().filter(|v| v.starts_with("HTTP/1."))?;
-    let status = words
-        .next()?
-        .parse()
-        .ok()
-        .filter(|s| (100..=999).contains(s))?;
-    Some((version, status))
+/// What [`Connection::send`] reports when the connection closed before any answer.
+fn closed_before_answer(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
-/// What the headers say about the body and the connection.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Head {
-    status: u16,
-    content_length: Option<u64>,
-    chunked: bool,
-    close: bool,
-}
-
-impl Head {
-    fn header(&mut self, line: &str) {
-        let Some((name, value)) = line.split_once(':') else {
-            return;
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            self.content_length = value.parse().ok();
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            self.chunked = value
-                .rsplit(',')
-                .next()
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
-                    self.close = true;
-                } else if token.eq_ignore_ascii_case("keep-alive") {
-                    self.close = false;
-                }
-            }
-        }
-    }
-
-    fn has_no_body(&self) -> bool {
-        matches!(self.status, 100..=199 | 204 | 304)
-    }
-
-    /// The body runs until the server closes the connection.
-    fn until_close(&self) -> bool {
-        !self.has_no_body() && !self.chunked && self.content_length.is_none()
-    }
-}
-
-/// Reads the body, keeping its first `keep` bytes.
-fn read_body(reader: &mut impl BufRead, head: &Head, keep: usize) -> io::Result<Vec<u8>> {
-    let mut kept = Vec::new();
-    if head.has_no_body() {
-        return Ok(kept);
-    }
-    if head.chunked {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let size = line.trim_end().split(';').next().unwrap_or_default().trim();
-            let size = u64::from_str_radix(size, 16).map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("bad chunk size {size:?}"),
-                )
-            })?;
-            if size == 0 {
-                // Trailers, then the empty line.
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
-                        return Ok(kept);
-                    }
-                }
-            }
-            take_body(reader, size, keep, &mut kept)?;
-            line.clear();
-            reader.read_line(&mut line)?;
-        }
-    }
-    match head.content_length {
-        Some(length) => take_body(reader, length, keep, &mut kept)?,
-        None => {
-            let mut rest = Vec::new();
-            reader.read_to_end(&mut rest)?;
-            rest.truncate(keep);
-            kept = rest;
-        }
-    }
-    Ok(kept)
-}
-
-/// Reads exactly `length` bytes, appending to `kept` while it holds fewer than `keep`.
-fn take_body(
-    reader: &mut impl Read,
-    length: u64,
-    keep: usize,
-    kept: &mut Vec<u8>,
-) -> io::Result<()> {
-    let room = keep.saturating_sub(kept.len()) as u64;
-    let stored = reader.by_ref().take(length.min(room)).read_to_end(kept)? as u64;
-    let skipped = io::copy(&mut reader.by_ref().take(length - stored), &mut io::sink())?;
-    if stored + skipped < length {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(())
+/// A 503 whose body says "maintenance": the maintenance page or `{"status":"maintenance"}`.
+fn is_maintenance(answer: &Response) -> bool {
+    answer.status == 503
+        && answer
+            .body
+            .windows(b"maintenance".len())
+            .any(|window| window.eq_ignore_ascii_case(b"maintenance"))
 }
 
 /// Options of `cargo xtask load`.
@@ -913,12 +659,14 @@ pub fn load(args: &LoadArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Shutdown, TcpListener};
+    use std::io::{BufRead, BufReader};
+    use std::net::{Shutdown, TcpListener, TcpStream};
 
     /// A tiny in-process HTTP/1.1 server: `/ok`, `/chunked`, `/maintenance.json`,
-    /// `/maintenance.html`, `/boom` (500), `/hang` (never answers); anything else is 404.
-    /// With `close_after_each`, it closes every connection after one answer without saying
-    /// so, like a keep-alive timeout racing the next request.
+    /// `/maintenance.html`, `/boom` (500), `/hang` (never answers), `/close` (an HTTP/1.0
+    /// answer that says it closes, then closes), `/ssh` and `/bad-status` (not HTTP); anything
+    /// else is 404. With `close_after_each`, it closes every connection after one answer
+    /// without saying so, like a keep-alive timeout racing the next request.
     struct TestServer {
         addr: SocketAddr,
     }
@@ -962,6 +710,9 @@ mod tests {
                     b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n14\r\n<title>Maintenance</\r\n7\r\ntitle>\n\r\n0\r\n\r\n"
                 }
                 "/boom" => b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nboom",
+                "/close" => b"HTTP/1.0 200 OK\r\nConnection: Close\r\nContent-Length: 2\r\n\r\nok",
+                "/ssh" => b"SSH-2.0-OpenSSH\r\n",
+                "/bad-status" => b"HTTP/1.1 abc\r\n\r\n",
                 "/hang" => {
                     thread::sleep(Duration::from_secs(5));
                     return;
@@ -971,7 +722,7 @@ mod tests {
             if writer.write_all(answer).is_err() {
                 return;
             }
-            if close_after_each {
+            if close_after_each || ["/close", "/ssh", "/bad-status"].contains(&path) {
                 let _ = writer.shutdown(Shutdown::Both);
                 return;
             }
@@ -1052,17 +803,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_kept_alive_connection_closed_by_the_server_is_retried_once() {
-        let server = TestServer::start(true);
+    /// 20 requests for `path` in turn on one connection, all answered 200.
+    fn on_one_connection(server: &TestServer, path: &str) -> LoadReport {
         let spec = LoadSpec {
             connections: 1,
-            ..quick(server.addr, &["/ok"], 20)
+            ..quick(server.addr, &[path], 20)
         };
         let report = run(spec).unwrap();
         assert_accounted(&report);
         assert!(report.is_clean(), "{report}");
         assert_eq!(report.ok, 20, "{report}");
+        report
+    }
+
+    #[test]
+    fn a_kept_alive_connection_closed_by_the_server_is_retried_once() {
+        let report = on_one_connection(&TestServer::start(true), "/ok");
         assert!(report.retried > 0, "{report}");
     }
 
@@ -1143,43 +899,38 @@ mod tests {
     }
 
     #[test]
-    fn reads_status_lines_and_headers() {
-        assert_eq!(
-            parse_status_line("HTTP/1.1 503 Service Unavailable\r\n"),
-            Some(("HTTP/1.1", 503))
-        );
-        assert_eq!(
-            parse_status_line("HTTP/1.0 200\r\n"),
-            Some(("HTTP/1.0", 200))
-        );
-        assert_eq!(parse_status_line("SSH-2.0-OpenSSH\r\n"), None);
-        assert_eq!(parse_status_line("HTTP/1.1 abc\r\n"), None);
-        let mut head = Head::default();
-        head.header("content-length: 12");
-        head.header("Transfer-Encoding: gzip, chunked");
-        head.header("Connection: Close");
-        assert_eq!(
-            head,
-            Head {
-                status: 0,
-                content_length: Some(12),
-                chunked: true,
-                close: true
-            }
-        );
+    fn answers_that_are_not_http_are_failures() {
+        let server = TestServer::start(false);
+        let report = run(quick(server.addr, &["/ssh", "/bad-status"], 8)).unwrap();
+        assert_accounted(&report);
+        assert_eq!(report.failed, 8, "{report}");
+        assert!(report.statuses.is_empty(), "{report}");
+    }
+
+    #[test]
+    fn a_connection_the_server_says_it_closes_is_not_reused() {
+        let report = on_one_connection(&TestServer::start(false), "/close");
+        assert_eq!(report.retried, 0, "{report}");
     }
 
     #[test]
     fn maintenance_needs_a_503_that_says_so() {
-        let answer = |status, body: &[u8]| Answer {
+        let answer = |status, body: &[u8]| Response {
             status,
+            reason: String::new(),
+            headers: Vec::new(),
             body: body.to_vec(),
-            close: false,
         };
-        assert!(answer(503, br#"{"status":"maintenance"}"#).is_maintenance());
-        assert!(answer(503, b"<h1>Down for MAINTENANCE</h1>").is_maintenance());
-        assert!(!answer(503, b"No server is available").is_maintenance());
-        assert!(!answer(500, br#"{"status":"maintenance"}"#).is_maintenance());
+        assert!(is_maintenance(&answer(503, br#"{"status":"maintenance"}"#)));
+        assert!(is_maintenance(&answer(
+            503,
+            b"<h1>Down for MAINTENANCE</h1>"
+        )));
+        assert!(!is_maintenance(&answer(503, b"No server is available")));
+        assert!(!is_maintenance(&answer(
+            500,
+            br#"{"status":"maintenance"}"#
+        )));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The real `origin` binary: reports its address, serves, stops cleanly on SIGTERM (finishing
 //! in-flight requests), and explains start-up failures.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use driver::http::{self, Response};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -119,29 +120,27 @@ impl Drop for Origin {
     }
 }
 
-/// One HTTP/1.1 request over a fresh connection; returns the status code and the whole answer.
-fn http(addr: &str, request_line: &str) -> (u16, String) {
-    let mut stream =
-        TcpStream::connect(addr).unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    write!(
-        stream,
-        "{request_line} HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .unwrap_or_else(|err| panic!("read the answer to {request_line}: {err}"));
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in the answer to {request_line}: {answer:?}"));
-    (status, answer)
+impl Origin {
+    /// `GET path` through the workspace's HTTP client.
+    fn get(&self, path: &str) -> Response {
+        http::get(&format!("http://{}{path}", self.addr))
+            .unwrap_or_else(|err| panic!("GET {path} from {}: {err}", self.addr))
+    }
+
+    /// `request_line` sent as is (the point of the tests that use it), with the answer's
+    /// status and its bytes as text.
+    fn send_raw(&self, request_line: &str) -> (Option<u16>, String) {
+        let request =
+            format!("{request_line} HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n");
+        let addr = self.addr.parse().expect("origin printed a socket address");
+        let exchange = http::send_raw(addr, request.as_bytes(), Duration::from_secs(15))
+            .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
+        let status = exchange.response().map(|response| response.status);
+        (
+            status,
+            String::from_utf8_lossy(&exchange.received).into_owned(),
+        )
+    }
 }
 
 fn www_arg(site: &Site) -> String {
@@ -167,12 +166,15 @@ fn serves_then_exits_zero_on_sigterm() {
         origin.addr
     );
 
-    let (status, answer) = http(&origin.addr, "GET /");
-    assert_eq!(status, 200, "{answer}");
-    assert!(answer.ends_with(INDEX_HTML), "{answer}");
-    let (status, answer) = http(&origin.addr, "GET /healthz");
-    assert_eq!(status, 200);
-    assert!(answer.contains(r#""build":"bin-test""#), "{answer}");
+    let index = origin.get("/");
+    assert_eq!(
+        (index.status, index.text().as_ref()),
+        (200, INDEX_HTML),
+        "{index}"
+    );
+    let health = origin.get("/healthz");
+    assert_eq!(health.status, 200, "{health}");
+    assert!(health.text().contains(r#""build":"bin-test""#), "{health}");
 
     origin.terminate();
     let status = origin.wait(STOP_DEADLINE);
@@ -198,8 +200,9 @@ fn head_sends_the_headers_of_get_and_no_body() {
     let site = Site::new();
     let www = www_arg(&site);
     let mut origin = Origin::start(&["static-main", "--www", &www]);
-    let (status, answer) = http(&origin.addr, "HEAD /");
-    assert_eq!(status, 200, "{answer}");
+    // Raw, to see the bytes on the wire: a client reads no body after HEAD whatever comes.
+    let (_, answer) = origin.send_raw("HEAD /");
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     assert!(
         answer
             .to_ascii_lowercase()
@@ -236,15 +239,21 @@ fn raw_traversal_requests_never_escape_www() {
         "GET /%5c..%5csecret.txt",
         "GET ../secret.txt",
     ] {
-        let (status, answer) = http(&origin.addr, target);
-        assert!((400..500).contains(&status), "{target}: {answer}");
+        let (status, answer) = origin.send_raw(target);
+        assert!(
+            status.is_some_and(|s| (400..500).contains(&s)),
+            "{target}: {answer}"
+        );
         assert!(
             !answer.contains(SECRET),
             "{target} leaked the secret: {answer}"
         );
     }
-    let (status, _) = http(&origin.addr, "BREW /");
-    assert!((400..500).contains(&status), "BREW / answered {status}");
+    let (status, answer) = origin.send_raw("BREW /");
+    assert!(
+        status.is_some_and(|s| (400..500).contains(&s)),
+        "BREW /: {answer}"
+    );
 }
 
 #[test]
@@ -264,8 +273,8 @@ fn sigterm_lets_an_in_flight_request_finish() {
 
     let socket_arg = socket.display().to_string();
     let mut origin = Origin::start(&["api-main", "--haproxy-socket", &socket_arg]);
-    let addr = origin.addr.clone();
-    let request = thread::spawn(move || http(&addr, "GET /api/data"));
+    let url = format!("http://{}/api/data", origin.addr);
+    let request = thread::spawn(move || http::get(&url));
     accepted_rx
         .recv_timeout(START_DEADLINE)
         .unwrap_or_else(|_| {
@@ -276,9 +285,10 @@ fn sigterm_lets_an_in_flight_request_finish() {
         });
 
     origin.terminate();
-    let (status, answer) = request.join().expect("the request thread panicked");
-    assert_eq!(status, 200, "{answer}");
-    assert!(answer.contains(r#""reachable":false"#), "{answer}");
+    let answer = request.join().expect("the request thread panicked");
+    let answer = answer.unwrap_or_else(|err| panic!("GET /api/data during SIGTERM: {err}"));
+    assert_eq!(answer.status, 200, "{answer}");
+    assert!(answer.text().contains(r#""reachable":false"#), "{answer}");
     let exit = origin.wait(STOP_DEADLINE);
     assert!(exit.success(), "exit status {exit}; {}", origin.report());
 }
