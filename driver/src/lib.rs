@@ -60,6 +60,6 @@ pub use paths::{
 };
 pub use process::{ProcessSpec, Readiness, ServerProcess};
 pub use server::{origin_spec, Server};
-pub use stack::{default_www_dir, Stack, StackBuilder, WWW_ENV};
+pub use stack::{default_www_dir, BalancerFault, Stack, StackBuilder, WWW_ENV};
 pub use topology::{Host, Topology, BRIDGE_IP, ORIGIN_PORT, SITE_PORT, STATS_PORT, VIP};
 pub use wait::{poll_every, poll_until, wait_until, TimedOut, POLL_INTERVAL};

@@ -259,6 +259,15 @@ struct Balancer {
     keepalived: Option<ServerProcess>,
 }
 
+/// How a load balancer fails, across hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BalancerFault {
+    /// Its HAProxy's whole process group gets SIGKILL.
+    HaproxyKilled,
+    /// Its link goes down, as when its host dies or is cut off.
+    HostCutOff,
+}
+
 /// A running stack; dropping it kills and reaps every process, then removes its network (if
 /// across hosts) and its temporary directory.
 pub struct Stack {
@@ -400,6 +409,30 @@ impl Stack {
     /// The hosts' network, when the stack runs across hosts.
     pub fn network(&self) -> Option<&Network> {
         self.network.as_ref()
+    }
+
+    /// Makes load balancer `host` fail as `fault` says; for a killed HAProxy, returns once
+    /// its master has exited.
+    #[track_caller]
+    pub fn fail_balancer(&mut self, host: Host, fault: BalancerFault) {
+        match fault {
+            BalancerFault::HaproxyKilled => {
+                let haproxy = self.balancer_mut(host);
+                let group = nix::unistd::Pid::from_raw(haproxy.pid() as i32);
+                // The whole group, master and workers, as a crash of the host's HAProxy would.
+                nix::sys::signal::killpg(group, Signal::SIGKILL)
+                    .unwrap_or_else(|error| panic!("{host}'s HAProxy process group: {error}"));
+                assert!(
+                    haproxy.wait_exit(Duration::from_secs(5)).is_some(),
+                    "{host}'s HAProxy survived SIGKILL"
+                );
+            }
+            BalancerFault::HostCutOff => self
+                .network()
+                .expect("only a stack across hosts has balancer hosts")
+                .set_link(host, false)
+                .unwrap_or_else(|error| panic!("{error}")),
+        }
     }
 
     /// Waits until exactly `holders` hold the VIP (one after a move, both during a VRRP

@@ -12,7 +12,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use driver::http::Request;
-use driver::{expect, Host, Role, Signal, Stack, ORIGIN_PORT, SITE_PORT, STATS_PORT};
+use driver::{
+    expect, BalancerFault, Host, Role, Signal, Stack, ORIGIN_PORT, SITE_PORT, STATS_PORT,
+};
 
 /// Bound for a VIP move or HAProxy noticing a host gone; generous for a busy machine.
 const FAILOVER: Duration = Duration::from_secs(15);
@@ -266,11 +268,7 @@ fn f11_haproxy_killed_on_the_vip_holder_moves_the_vip() {
     load.wait_for_answers(&stack, 10, "through lb-a");
 
     let (killed, killed_at) = (Instant::now(), load.now());
-    let haproxy = stack.balancer_mut(Host::LbA);
-    let group = nix::unistd::Pid::from_raw(haproxy.pid() as i32);
-    // The whole group, master and workers, as a crash of the host's HAProxy would.
-    nix::sys::signal::killpg(group, Signal::SIGKILL).expect("lb-a's HAProxy group is there");
-    assert!(haproxy.wait_exit(Duration::from_secs(5)).is_some());
+    stack.fail_balancer(Host::LbA, BalancerFault::HaproxyKilled);
 
     let moved = wait_for_vip(&stack, &[Host::LbB], killed);
     load.wait_for_answers(&stack, 10, "through lb-b");
@@ -305,21 +303,20 @@ fn f11_haproxy_killed_on_the_vip_holder_moves_the_vip() {
 
 #[test]
 fn f12_the_vip_holders_host_cut_off() {
-    let stack = Stack::builder().hosts().start();
-    let network = stack.network().expect("a hosts stack");
+    let mut stack = Stack::builder().hosts().start();
     wait_for_vip(&stack, &[Host::LbA], Instant::now());
     let load = Load::start(stack.url("/"));
     load.wait_for_answers(&stack, 10, "through lb-a");
 
     let (cut, cut_at) = (Instant::now(), load.now());
-    network
-        .set_link(Host::LbA, false)
-        .unwrap_or_else(|error| panic!("{error}"));
+    stack.fail_balancer(Host::LbA, BalancerFault::HostCutOff);
     let moved = wait_for_vip(&stack, &[Host::LbB], cut);
     load.wait_for_answers(&stack, 10, "through lb-b");
 
     let (healed, healed_at) = (Instant::now(), load.now());
-    network
+    stack
+        .network()
+        .expect("a hosts stack")
         .set_link(Host::LbA, true)
         .unwrap_or_else(|error| panic!("{error}"));
     // lb-a has the higher priority and takes the VIP back (keepalived preempts by default).

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use driver::browser::Engine;
-use driver::{Host, Role, Signal};
+use driver::{BalancerFault, Host, Role};
 
 use crate::support::{Pace, Scene, View, DEADLINE, DETECTION};
 
@@ -14,44 +14,22 @@ use crate::support::{Pace, Scene, View, DEADLINE, DETECTION};
 const BALANCERS_JS: &str = "return [...document.querySelectorAll('[data-balancer]')].map((li) => \
     [li.dataset.balancer, li.dataset.reachable || '', li.dataset.vip || '']);";
 
-/// How lb-a, the VIP's first holder, fails.
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    /// Its HAProxy's whole process group gets SIGKILL (F11).
-    HaproxyKilled,
-    /// Its link goes down, as when its host dies (F12).
-    HostCutOff,
-}
-
 /// Waits until exactly `holders` hold the VIP.
 fn wait_for_vip(scene: &Scene, holders: &[Host]) {
     scene.stack.wait_for_vip(holders, DETECTION);
 }
 
 /// Makes lb-a fail and waits until lb-b alone holds the VIP; returns when lb-a failed.
-fn fail_lb_a(scene: &mut Scene, fault: Fault) -> Instant {
+fn fail_lb_a(scene: &mut Scene, fault: BalancerFault) -> Instant {
     let failed = Instant::now();
-    match fault {
-        Fault::HaproxyKilled => {
-            let haproxy = scene.stack.balancer_mut(Host::LbA);
-            let group = nix::unistd::Pid::from_raw(haproxy.pid() as i32);
-            nix::sys::signal::killpg(group, Signal::SIGKILL)
-                .expect("lb-a's HAProxy process group is there");
-        }
-        Fault::HostCutOff => scene
-            .stack
-            .network()
-            .expect("a hosts stack")
-            .set_link(Host::LbA, false)
-            .unwrap_or_else(|error| panic!("{error}")),
-    }
+    scene.stack.fail_balancer(Host::LbA, fault);
     wait_for_vip(scene, &[Host::LbB]);
     failed
 }
 
 /// An open dashboard while lb-a fails: it stays the dashboard (no origin is down, so never
 /// the maintenance page, never a browser error page), and refreshes through lb-b.
-fn dashboard_rides_out(engine: Engine, fault: Fault) {
+fn dashboard_rides_out(engine: Engine, fault: BalancerFault) {
     let mut scene = Scene::across_hosts(engine, Pace::Fast);
     wait_for_vip(&scene, &[Host::LbA]);
     let before = scene.open_dashboard();
@@ -102,12 +80,12 @@ fn dashboard_rides_out(engine: Engine, fault: Fault) {
 
 /// F11, an open dashboard: HAProxy killed on the VIP holder.
 pub fn vip1_dashboard_rides_out_haproxy_killed(engine: Engine) {
-    dashboard_rides_out(engine, Fault::HaproxyKilled);
+    dashboard_rides_out(engine, BalancerFault::HaproxyKilled);
 }
 
 /// F12, an open dashboard: the VIP holder's host cut off.
 pub fn vip2_dashboard_rides_out_its_balancer_cut_off(engine: Engine) {
-    dashboard_rides_out(engine, Fault::HostCutOff);
+    dashboard_rides_out(engine, BalancerFault::HostCutOff);
 }
 
 /// F11, an open maintenance tab: api-main is down, then HAProxy is killed on the VIP holder
@@ -125,7 +103,7 @@ pub fn vip3_maintenance_tab_returns_after_haproxy_killed(engine: Engine) {
         "a tab opening / through the VIP shows the maintenance page",
     );
     scene.record_fault_to_maintenance(crashed.elapsed());
-    fail_lb_a(&mut scene, Fault::HaproxyKilled);
+    fail_lb_a(&mut scene, BalancerFault::HaproxyKilled);
     scene.stack.server_mut(Role::ApiMain).restart();
     let healthy = Instant::now();
     let back = scene.wait_back_on_dashboard(

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use driver::{http::Request, Host, Signal, Stack, SITE_PORT, VIP};
+use driver::{http::Request, BalancerFault, Host, Stack, SITE_PORT, VIP};
 
 use super::{thousands, Bench, Figure, FigureId, Goal, Series, Summary, Unit};
 use crate::loadgen::{self, LoadSpec};
@@ -29,21 +29,11 @@ const AROUND: Duration = Duration::from_secs(2);
 /// The goal for ours: keepalived's script looks once a second (`interval 1`, `fall 1`).
 const GOAL_S: f64 = 1.5;
 
-/// What happens to lb-a.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
-    /// Its HAProxy's process group gets SIGKILL.
-    HaproxyKilled,
-    /// Its link goes down.
-    HostCutOff,
-}
-
-impl Fault {
-    fn label(self) -> &'static str {
-        match self {
-            Fault::HaproxyKilled => "HAProxy killed on lb-a",
-            Fault::HostCutOff => "lb-a's host cut off",
-        }
+/// How the table names each way lb-a fails.
+fn label(fault: BalancerFault) -> &'static str {
+    match fault {
+        BalancerFault::HaproxyKilled => "HAProxy killed on lb-a",
+        BalancerFault::HostCutOff => "lb-a's host cut off",
     }
 }
 
@@ -59,7 +49,7 @@ struct Failover {
     finding: String,
 }
 
-fn one_run(bench: &Bench, fault: Fault) -> Result<Failover> {
+fn one_run(bench: &Bench, fault: BalancerFault) -> Result<Failover> {
     let mut stack = Stack::builder().hosts().start();
     let network = stack.network().context("a hosts stack has a network")?;
     let holders = |network: &driver::Network, expected: &[Host]| {
@@ -82,17 +72,7 @@ fn one_run(bench: &Bench, fault: Fault) -> Result<Failover> {
     })?;
     bench.pause(AROUND)?;
     let started = Instant::now();
-    match fault {
-        Fault::HaproxyKilled => {
-            let haproxy = stack.balancer_mut(Host::LbA);
-            let group = nix::unistd::Pid::from_raw(haproxy.pid() as i32);
-            nix::sys::signal::killpg(group, Signal::SIGKILL)
-                .context("lb-a's HAProxy process group")?;
-        }
-        Fault::HostCutOff => network
-            .set_link(Host::LbA, false)
-            .map_err(anyhow::Error::msg)?,
-    }
+    stack.fail_balancer(Host::LbA, fault);
     let network = stack.network().context("a hosts stack has a network")?;
     bench.wait_until(DEADLINE, "lb-b alone holds the VIP", || {
         holders(network, &[Host::LbB])
@@ -122,7 +102,7 @@ fn one_run(bench: &Bench, fault: Fault) -> Result<Failover> {
          ({} without an answer, {} 5xx, {} never sent while every connection waited), {} \
          maintenance answers, {} retried on a fresh connection; latency p99 {:.0} ms, max {:.0} \
          ms{}",
-        fault.label(),
+        label(fault),
         thousands(report.due as f64),
         thousands(report.sent as f64),
         report.achieved_rate(),
@@ -151,7 +131,7 @@ fn one_run(bench: &Bench, fault: Fault) -> Result<Failover> {
 
 /// Measures P13.
 pub fn measure(bench: &Bench) -> Result<Figure> {
-    let faults = [Fault::HaproxyKilled, Fault::HostCutOff];
+    let faults = [BalancerFault::HaproxyKilled, BalancerFault::HostCutOff];
     let mut moved = [Vec::new(), Vec::new()];
     let mut failed = [Vec::new(), Vec::new()];
     let mut findings = Vec::new();
@@ -161,7 +141,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
             bench.progress(
                 FigureId::P13,
                 run,
-                fault.label(),
+                label(fault),
                 &format!(
                     "VIP moved in {:.2} s, {} failed, {} maintenance answers",
                     failover.moved, failover.failed, failover.maintenance
@@ -184,9 +164,9 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
         )
     };
     let [ours_moved, base_moved] = moved;
-    let mut ours = Series::new(faults[0].label(), ours_moved, Unit::Seconds);
+    let mut ours = Series::new(label(faults[0]), ours_moved, Unit::Seconds);
     ours.detail = Some(detail(0));
-    let mut comparator = Series::new(faults[1].label(), base_moved, Unit::Seconds);
+    let mut comparator = Series::new(label(faults[1]), base_moved, Unit::Seconds);
     comparator.detail = Some(detail(1));
     let met = ours.summary().is_some_and(|s| s.max <= GOAL_S);
     Ok(Figure {
