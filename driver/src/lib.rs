@@ -40,6 +40,7 @@ pub mod expect;
 mod haproxy;
 pub mod http;
 mod network;
+mod operate;
 mod paths;
 mod process;
 mod server;
@@ -52,14 +53,17 @@ pub use contract::{
 };
 
 pub use haproxy::{HaproxyEnv, RuntimeApi, ServerStat};
-pub use network::Network;
+pub use network::{remove_leftovers, Network};
 pub use nix::sys::signal::Signal;
+pub use operate::{check_build_id, next_build_id, unix_now, STOP_TIMEOUT};
 pub use paths::{
     free_port, free_port_on, haproxy_binary, origin_binary, private_loopback, target_dir,
     workspace_root, ORIGIN_BIN_ENV,
 };
-pub use process::{ProcessSpec, Readiness, ServerProcess};
+pub use process::{runs_stack_program, ProcessSpec, Readiness, ServerProcess};
 pub use server::{origin_spec, Server};
 pub use stack::{default_www_dir, BalancerFault, Stack, StackBuilder, WWW_ENV};
-pub use topology::{Host, Topology, BRIDGE_IP, ORIGIN_PORT, SITE_PORT, STATS_PORT, VIP};
+pub use topology::{
+    Host, Topology, BRIDGE_IP, ORIGIN_NEXT_PORT, ORIGIN_PORT, SITE_PORT, STATS_PORT, VIP,
+};
 pub use wait::{poll_every, poll_until, wait_until, TimedOut, POLL_INTERVAL};

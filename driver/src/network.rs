@@ -13,7 +13,7 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 
 use crate::process::{ProcessSpec, Readiness};
-use crate::topology::{Host, Topology, BRIDGE_IP, ORIGIN_PORT, STATS_PORT, VIP};
+use crate::topology::{Host, Topology, BRIDGE_IP, ORIGIN_NEXT_PORT, ORIGIN_PORT, STATS_PORT, VIP};
 
 /// The start of every namespace and link name this module makes.
 pub(crate) const PREFIX: &str = "dsh";
@@ -185,11 +185,16 @@ impl Network {
 
     /// keepalived for load balancer `host`, holding the VIP while that host's HAProxy master
     /// (`haproxy_pid`) runs: VRRP by unicast to the other balancer only, its configuration
-    /// and pid files in `dir`.
+    /// and pid files in `dir`/keepalived-<host>/.
     ///
     /// A `vrrp_script` looks once a second (`exe`: a zombie has none): `track_process` found no process from inside a
     /// network namespace here ("quorum not achieved", keepalived 2.2.7).
-    pub fn keepalived(&self, host: Host, haproxy_pid: u32, dir: &Path) -> ProcessSpec {
+    pub fn keepalived(
+        &self,
+        host: Host,
+        haproxy_pid: u32,
+        dir: &Path,
+    ) -> Result<ProcessSpec, String> {
         let (priority, peer) = match host {
             Host::LbA => (150, Host::LbB),
             _ => (100, Host::LbA),
@@ -207,21 +212,30 @@ impl Network {
             src = host.ip(),
             peer = peer.ip(),
         );
-        let file = |suffix: &str| -> PathBuf { dir.join(format!("keepalived-{host}.{suffix}")) };
-        std::fs::write(file("conf"), config)
-            .unwrap_or_else(|error| panic!("cannot write {}: {error}", file("conf").display()));
+        // Its own directory: keepalived writes three pid files of its own, which must not
+        // pass for the stack's `<name>.pid` files.
+        let own = dir.join(format!("keepalived-{host}"));
+        let file = |name: &str| -> PathBuf { own.join(name) };
+        std::fs::create_dir_all(&own)
+            .and_then(|()| std::fs::write(file("keepalived.conf"), config))
+            .map_err(|error| {
+                format!(
+                    "cannot write {}: {error}",
+                    file("keepalived.conf").display()
+                )
+            })?;
         let spec = ProcessSpec::new(format!("keepalived-{host}"), "keepalived")
             .args(["-n", "-l", "-D", "-f"])
-            .arg(file("conf"))
+            .arg(file("keepalived.conf"))
             .arg("-p")
-            .arg(file("pid"))
+            .arg(file("keepalived.pid"))
             .arg("-r")
             .arg(file("vrrp.pid"))
             .arg("-c")
             .arg(file("checker.pid"))
             .readiness(Readiness::Spawned)
             .own_process_group();
-        self.topology.place(host, spec)
+        Ok(self.topology.place(host, spec))
     }
 }
 
@@ -244,26 +258,32 @@ impl Drop for Network {
     }
 }
 
-/// The nftables ruleset of `host`: an origin takes its port only from the load balancers;
-/// a load balancer's read-only stats port takes only api-main.
+/// The nftables ruleset of `host`: an origin takes its two ports (a redeploy moves it from
+/// one to the other) only from the load balancers; a load balancer's read-only stats port
+/// takes only the API hosts (api-main for `/api/data`, api-fallback for the recovery hint).
 fn firewall(host: Host) -> String {
-    let (port, allowed) = match host {
+    let (ports, allowed) = match host {
         Host::Origin(_) => (
-            ORIGIN_PORT,
-            format!("{}, {}", Host::LbA.ip(), Host::LbB.ip()),
+            format!("{ORIGIN_PORT}, {ORIGIN_NEXT_PORT}"),
+            Host::BALANCERS,
         ),
-        Host::LbA | Host::LbB => (STATS_PORT, Host::Origin(Role::ApiMain).ip().to_string()),
+        Host::LbA | Host::LbB => (
+            STATS_PORT.to_string(),
+            [Host::Origin(Role::ApiMain), Host::Origin(Role::ApiFallback)],
+        ),
     };
+    let allowed = allowed.map(|host| host.ip().to_string()).join(", ");
     format!(
         "table inet {PREFIX} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
-         tcp dport {port} ip saddr {{ {allowed} }} accept\n    \
-         tcp dport {port} reject with tcp reset\n  }}\n}}\n"
+         tcp dport {{ {ports} }} ip saddr {{ {allowed} }} accept\n    \
+         tcp dport {{ {ports} }} reject with tcp reset\n  }}\n}}\n"
     )
 }
 
-/// Deletes what an earlier run left: namespaces and links whose names start with
-/// [`PREFIX`] and the processes still in those namespaces. Prints a line when there was any.
-fn remove_leftovers() -> Result<(), String> {
+/// Deletes what a run that could not clean up (it was killed) left: namespaces and links
+/// whose names start with the driver's prefix and the processes still in those namespaces.
+/// Prints a line when there was any. [`Network::up`] does this first.
+pub fn remove_leftovers() -> Result<(), String> {
     let namespaces: Vec<String> = output(Command::new("ip").args(["netns", "list"]))?
         .lines()
         .filter_map(|line| line.split_whitespace().next())

@@ -150,6 +150,11 @@ impl ProcessSpec {
         self
     }
 
+    /// Whether the process is handed a listening socket ([`ProcessSpec::listener`]).
+    pub fn has_listener(&self) -> bool {
+        self.listener.is_some()
+    }
+
     /// The same process started through `launcher` (e.g. `ip netns exec NS`): the launcher
     /// becomes the program, the old program and its arguments follow `launcher_args`.
     pub fn launched_by(mut self, launcher: &str, launcher_args: &[&str]) -> Self {
@@ -158,6 +163,11 @@ impl ProcessSpec {
         args.append(&mut self.args);
         self.args = args;
         self
+    }
+
+    /// The file every line of output also goes to, if any.
+    pub fn log_path(&self) -> Option<&std::path::Path> {
+        self.log_file.as_deref()
     }
 
     /// The name given to [`ProcessSpec::new`].
@@ -251,6 +261,28 @@ fn drain(
             }
         }
     }
+}
+
+/// Whether `pid` is a live (not zombie) process of one of the stack's programs: `origin`,
+/// `haproxy` (`haproxy-lb-a`, `haproxy-lb-b` across hosts) or `keepalived`. A pid file may
+/// name a pid the system has since given to another program; this tells them apart.
+pub fn runs_stack_program(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ...": comm may itself contain spaces and parentheses.
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
+    let comm = &stat[open + 1..close];
+    let state = stat[close + 1..].trim_start().chars().next();
+    let ours = comm == "origin"
+        || comm == "keepalived"
+        || comm == "haproxy"
+        || comm
+            .strip_prefix("haproxy-")
+            .is_some_and(|host| crate::Host::BALANCERS.iter().any(|lb| lb.name() == host));
+    ours && state != Some('Z')
 }
 
 /// A running child process; dropping it kills it (SIGKILL, after SIGCONT if stopped) and reaps
@@ -435,6 +467,11 @@ impl ServerProcess {
         })
     }
 
+    /// [`ServerProcess::addr`], or `None` for a process that listens nowhere we know of.
+    pub fn try_addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
     /// `http://<addr><path>`: a URL that bypasses HAProxy.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr())
@@ -560,6 +597,24 @@ impl ServerProcess {
     pub fn restart_with(&mut self, change: impl FnOnce(ProcessSpec) -> ProcessSpec) {
         self.spec = change(self.spec.clone());
         self.restart();
+    }
+
+    /// Lets go of the listening socket handed to the process ([`ProcessSpec::listener`]), so
+    /// it closes once nobody else holds it; a later restart binds its own.
+    pub fn close_listener(&mut self) {
+        self.spec.listener = None;
+    }
+
+    /// Writes `--- what ---` into the process's log (and its log file), so the log says why
+    /// the process changed (`cargo xtask restart`, a redeploy).
+    pub fn note(&self, what: &str) {
+        let line = format!("--- {what} ---");
+        if let Some(path) = &self.spec.log_file {
+            if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(path) {
+                let _ = writeln!(file, "{line}");
+            }
+        }
+        self.log.push(line);
     }
 
     /// The last `lines` lines of captured output (standard output and error, interleaved).

@@ -1,14 +1,15 @@
-//! The whole stack: four origin servers and HAProxy in a temporary directory, on loopback or
-//! across hosts (two HAProxy behind keepalived's VIP, see [`Network`]).
+//! The whole stack: four origin servers and HAProxy in a directory of its own, on loopback or
+//! across hosts (two HAProxy behind keepalived's VIP, see [`Network`]). Changing a running
+//! stack (restarts, reloads, redeploys) is in `operate.rs`.
 
 use std::fmt::{self, Debug, Write as _};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use contract::{Role, Tier, HAPROXY_FILE_LIMIT, HAPROXY_SERVED_FILES};
-use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use crate::haproxy::{HaproxyEnv, RuntimeApi, ServerStat};
@@ -22,7 +23,7 @@ use crate::wait;
 
 /// How long the stack may take to start, and HAProxy to reload. Generous: the machine may be
 /// busy compiling, and a healthy start takes about a second.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Environment variable naming another www directory to serve by default (e.g. a client
 /// build kept elsewhere); [`StackBuilder::www`] takes precedence.
@@ -51,13 +52,17 @@ const REQUIRED_WWW_FILES: [&str; 7] = [
     "pkg/client_bg.wasm.gz",
 ];
 
-/// Chooses what a [`Stack`] serves; [`StackBuilder::start`] starts it.
+/// Chooses what a [`Stack`] serves and where; [`StackBuilder::start`] starts it.
 #[derive(Clone, Debug)]
 pub struct StackBuilder {
     www: Option<PathBuf>,
     build_id: String,
     config: Option<PathBuf>,
     hosts: bool,
+    origin: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    dir: Option<PathBuf>,
+    hold_sockets: bool,
 }
 
 impl StackBuilder {
@@ -87,20 +92,131 @@ impl StackBuilder {
         self
     }
 
+    /// Run this `origin` binary (e.g. the release build) instead of [`origin_binary`]'s.
+    pub fn origin(mut self, binary: impl Into<PathBuf>) -> StackBuilder {
+        self.origin = Some(binary.into());
+        self
+    }
+
+    /// On loopback, HAProxy listens on `addr` and every origin on its IP, instead of a free
+    /// port of a private loopback address (`cargo xtask up --listen`).
+    pub fn listen(mut self, addr: SocketAddr) -> StackBuilder {
+        self.listen = Some(addr);
+        self
+    }
+
+    /// Keep the stack's files in `dir` (created if missing, kept afterwards) instead of a
+    /// temporary directory: HAProxy's sockets and state files, and each process's output
+    /// also in `<dir>/<name>.log`.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> StackBuilder {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Open each origin's listening socket here and hand it to every process of the role in
+    /// turn, as systemd's socket units do: a restart then refuses no connection (see
+    /// [`Stack::restart_origin`]). Without it each origin binds its own socket, so a crash
+    /// refuses connections as it would without socket activation.
+    pub fn hold_sockets(mut self) -> StackBuilder {
+        self.hold_sockets = true;
+        self
+    }
+
     /// Starts the four origins, then HAProxy, and waits until HAProxy accepts connections and
     /// both main servers have passed a health check. Panics (with every log) if that takes
     /// more than 30 s.
     #[track_caller]
     pub fn start(self) -> Stack {
-        let www = self.www.unwrap_or_else(default_www_dir);
-        let missing: Vec<String> = REQUIRED_WWW_FILES
-            .iter()
-            .map(|file| www.join(file))
-            .filter(|path| !path.is_file())
-            .map(|path| path.display().to_string())
-            .collect();
-        assert!(
-            missing.is_empty(),
+        self.try_start().unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Like [`StackBuilder::start`], but returns what went wrong (with the logs) instead of
+    /// panicking; whatever had started is stopped again.
+    pub fn try_start(self) -> Result<Stack, String> {
+        let www = self.www.clone().unwrap_or_else(default_www_dir);
+        check_www(&www)?;
+        let www = www
+            .canonicalize()
+            .map_err(|error| format!("cannot resolve {}: {error}", www.display()))?;
+        let dir = match &self.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+                let dir = dir
+                    .canonicalize()
+                    .map_err(|error| format!("cannot resolve {}: {error}", dir.display()))?;
+                StackDir::Kept(dir)
+            }
+            None => StackDir::Temp(
+                tempfile::Builder::new()
+                    .prefix("stack-")
+                    .tempdir()
+                    .map_err(|error| format!("cannot create a temporary directory: {error}"))?,
+            ),
+        };
+        let network = if self.hosts {
+            Some(Network::up()?)
+        } else {
+            None
+        };
+        let topology = match (&network, self.listen) {
+            (Some(network), _) => network.topology().clone(),
+            (None, Some(SocketAddr::V4(listen))) => Topology::Loopback { ip: *listen.ip() },
+            (None, Some(listen)) => {
+                return Err(format!(
+                    "cannot listen on {listen}: the stack runs on an IPv4 loopback address"
+                ))
+            }
+            (None, None) => Topology::private_loopback(),
+        };
+        let mut stack = Stack {
+            site: SocketAddr::from(([0, 0, 0, 0], 0)),
+            balancers: Vec::new(),
+            origins: Vec::new(),
+            www,
+            config: self
+                .config
+                .clone()
+                .unwrap_or_else(|| workspace_root().join("haproxy.cfg")),
+            origin: self
+                .origin
+                .clone()
+                .unwrap_or_else(|| origin_binary().to_owned()),
+            topology,
+            hold_sockets: self.hold_sockets,
+            log_files: self.dir.is_some(),
+            network,
+            dir,
+        };
+        for role in Role::ALL {
+            let listen = stack.topology.origin_listen(role);
+            let origin = stack.start_origin(role, listen, &self.build_id)?;
+            stack.origins.push(origin);
+        }
+        for &host in stack.topology.balancers() {
+            let balancer = stack.start_balancer(host, self.listen)?;
+            stack.balancers.push(balancer);
+        }
+        stack.site = stack.topology.site(stack.balancers[0].haproxy.addr());
+        stack.try_wait_until_checked(START_TIMEOUT, true)?;
+        if stack.network.is_some() {
+            stack.try_wait_for_status("/", 200, START_TIMEOUT)?;
+        }
+        Ok(stack)
+    }
+}
+
+/// The files the maintenance page needs are there, and those HAProxy sends from memory fit
+/// its buffer.
+fn check_www(www: &Path) -> Result<(), String> {
+    let missing: Vec<String> = REQUIRED_WWW_FILES
+        .iter()
+        .map(|file| www.join(file))
+        .filter(|path| !path.is_file())
+        .map(|path| path.display().to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
             "the stack needs the built client, but {} missing: {}; \
              run `cargo xtask build-client` first",
             if missing.len() == 1 {
@@ -109,154 +225,60 @@ impl StackBuilder {
                 "these files are"
             },
             missing.join(", ")
-        );
-        let too_big: Vec<String> = HAPROXY_SERVED_FILES
-            .iter()
-            .map(|file| www.join(file))
-            .filter_map(|path| {
-                let size = std::fs::metadata(&path).ok()?.len();
-                (size > HAPROXY_FILE_LIMIT).then(|| format!("{} ({size} bytes)", path.display()))
-            })
-            .collect();
-        assert!(
-            too_big.is_empty(),
+        ));
+    }
+    let too_big: Vec<String> = HAPROXY_SERVED_FILES
+        .iter()
+        .map(|file| www.join(file))
+        .filter_map(|path| {
+            let size = std::fs::metadata(&path).ok()?.len();
+            (size > HAPROXY_FILE_LIMIT).then(|| format!("{} ({size} bytes)", path.display()))
+        })
+        .collect();
+    if !too_big.is_empty() {
+        return Err(format!(
             "HAProxy serves these files from one {HAPROXY_FILE_LIMIT}-byte buffer, but {} too big: \
              shrink the client (release profile, wasm-opt -Oz) and rebuild it with \
              `cargo xtask build-client`",
             too_big.join(", ")
-        );
-        let www = www
-            .canonicalize()
-            .unwrap_or_else(|error| panic!("cannot resolve {}: {error}", www.display()));
-        let dir = tempfile::Builder::new()
-            .prefix("stack-")
-            .tempdir()
-            .unwrap_or_else(|error| panic!("cannot create a temporary directory: {error}"));
-        let network = self
-            .hosts
-            .then(|| Network::up().unwrap_or_else(|error| panic!("{error}")));
-        let topology = network
-            .as_ref()
-            .map_or_else(Topology::private_loopback, |network| {
-                network.topology().clone()
-            });
-        let socket_of = |host: Host| match host {
-            Host::LbA => dir.path().join("haproxy.sock"),
-            _ => dir.path().join(format!("haproxy-{host}.sock")),
-        };
-        // Across hosts api-main still reads lb-a's Unix socket (one file system): reading
-        // each balancer's TCP stats socket is the next step.
-        let socket = socket_of(Host::LbA);
-        let origins: Vec<ServerProcess> = Role::ALL
-            .iter()
-            .map(|&role| {
-                let listen = topology.origin_listen(role);
-                let spec =
-                    origin_spec(origin_binary(), role, listen, &self.build_id, &www, &socket)
-                        .current_dir(dir.path());
-                ServerProcess::spawn(topology.place_origin(role, spec))
-            })
-            .collect();
+        ));
+    }
+    Ok(())
+}
 
-        let config = self
-            .config
-            .unwrap_or_else(|| workspace_root().join("haproxy.cfg"));
-        let balancers: Vec<Balancer> = topology
-            .balancers()
-            .iter()
-            .map(|&host| {
-                let environment = |bind| HaproxyEnv {
-                    bind,
-                    origins: Role::ALL.map(|role| origins[role as usize].addr()),
-                    stats_socket: socket_of(host),
-                    www: www.clone(),
-                    state_file: None,
-                    stats_addr: network
-                        .is_some()
-                        .then(|| SocketAddr::from((host.ip(), STATS_PORT))),
-                };
-                let haproxy = start_haproxy(&topology, host, &config, environment, dir.path());
-                let keepalived = network.as_ref().map(|network| {
-                    ServerProcess::spawn(network.keepalived(host, haproxy.pid(), dir.path()))
-                });
-                Balancer {
-                    host,
-                    haproxy,
-                    api: RuntimeApi::new(socket_of(host)),
-                    keepalived,
-                }
-            })
-            .collect();
-        let site = topology.site(balancers[0].haproxy.addr());
-        let stack = Stack {
-            site,
-            balancers,
-            origins,
-            www,
-            config,
-            network,
-            dir,
-        };
-        stack.wait_until_checked(START_TIMEOUT, true);
-        if stack.network.is_some() {
-            stack.wait_for_status("/", 200, START_TIMEOUT);
+/// Where a stack keeps its files.
+enum StackDir {
+    /// Removed with the stack.
+    Temp(TempDir),
+    /// Kept (`cargo xtask up`'s target/stack).
+    Kept(PathBuf),
+}
+
+impl StackDir {
+    fn path(&self) -> &Path {
+        match self {
+            StackDir::Temp(dir) => dir.path(),
+            StackDir::Kept(dir) => dir,
         }
-        stack
     }
 }
 
-/// Starts `host`'s HAProxy on a free port, trying another port if that one was taken
-/// meanwhile. Across hosts each runs as `haproxy-<host>` (a link to the binary), so `ps`
-/// tells the two apart.
-fn start_haproxy(
-    topology: &Topology,
-    host: Host,
-    config: &Path,
-    environment: impl Fn(SocketAddr) -> HaproxyEnv,
-    dir: &Path,
-) -> ServerProcess {
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let bind = topology.haproxy_bind();
-        let spec = match topology {
-            Topology::Loopback { .. } => ProcessSpec::new("haproxy", haproxy_binary()),
-            Topology::Hosts { .. } => {
-                let link = dir.join(format!("haproxy-{host}"));
-                if !link.exists() {
-                    std::os::unix::fs::symlink(haproxy_binary(), &link)
-                        .unwrap_or_else(|error| panic!("cannot link {}: {error}", link.display()));
-                }
-                // Its own group: a SIGKILL to the group takes the workers too, as a crashed
-                // host would.
-                ProcessSpec::new(format!("haproxy-{host}"), link).own_process_group()
-            }
-        };
-        let spec = spec
-            .args(["-W", "-db", "-f"])
-            .arg(config)
-            .current_dir(dir)
-            .readiness(Readiness::Accepts(topology.haproxy_reached(host, bind)));
-        let spec = topology.place(host, environment(bind).apply(spec));
-        match ServerProcess::try_spawn(spec) {
-            Ok(haproxy) => return haproxy,
-            Err(failed) => {
-                let (_process, message) = *failed;
-                let port_taken = message.contains("cannot bind") || message.contains("in use");
-                if !port_taken || attempts == 3 {
-                    panic!("HAProxy did not start (attempt {attempts}): {message}");
-                }
-            }
-        }
-    }
+/// One origin role: its process and the build it runs. A held listening socket (see
+/// [`StackBuilder::hold_sockets`]) lives in the process's spec, so it stays open for as long
+/// as the record does, through a crash, until a restart hands it on.
+pub(crate) struct Origin {
+    pub(crate) process: ServerProcess,
+    pub(crate) build_id: String,
 }
 
 /// One load balancer: its HAProxy, runtime API and (across hosts) keepalived.
-struct Balancer {
-    host: Host,
-    haproxy: ServerProcess,
-    api: RuntimeApi,
-    keepalived: Option<ServerProcess>,
+pub(crate) struct Balancer {
+    pub(crate) host: Host,
+    /// Where its HAProxy listens (its `HAPROXY_BIND`).
+    pub(crate) bind: SocketAddr,
+    pub(crate) haproxy: ServerProcess,
+    pub(crate) api: RuntimeApi,
+    pub(crate) keepalived: Option<ServerProcess>,
 }
 
 /// How a load balancer fails, across hosts.
@@ -271,16 +293,21 @@ pub enum BalancerFault {
 /// A running stack; dropping it kills and reaps every process, then removes its network (if
 /// across hosts) and its temporary directory.
 pub struct Stack {
-    site: SocketAddr,
+    pub(crate) site: SocketAddr,
     // The first is lb-a, the one loopback has.
-    balancers: Vec<Balancer>,
-    origins: Vec<ServerProcess>,
+    pub(crate) balancers: Vec<Balancer>,
+    // Indexed like `Role::ALL`.
+    pub(crate) origins: Vec<Origin>,
     www: PathBuf,
     config: PathBuf,
+    origin: PathBuf,
+    pub(crate) topology: Topology,
+    hold_sockets: bool,
+    log_files: bool,
     // After the processes, so each is reaped before its namespace goes.
     network: Option<Network>,
     // Last, so it is removed after every process using it is gone.
-    dir: TempDir,
+    dir: StackDir,
 }
 
 impl Stack {
@@ -291,14 +318,201 @@ impl Stack {
         Stack::builder().start()
     }
 
-    /// A builder to choose the www directory or the build id.
+    /// A builder to choose the www directory, the build id, the topology and more.
     pub fn builder() -> StackBuilder {
         StackBuilder {
             www: None,
             build_id: "e2e".to_owned(),
             config: None,
             hosts: false,
+            origin: None,
+            listen: None,
+            dir: None,
+            hold_sockets: false,
         }
+    }
+
+    /// A file of the stack's directory named for `process`: `<name>.log`, `<name>.sock`.
+    fn file(&self, process: &str, extension: &str) -> PathBuf {
+        self.dir.path().join(format!("{process}.{extension}"))
+    }
+
+    /// The name of `host`'s HAProxy: `haproxy`, or across hosts `haproxy-<host>` (so `ps`
+    /// tells the two apart).
+    fn haproxy_name(&self, host: Host) -> String {
+        match self.topology {
+            Topology::Loopback { .. } => "haproxy".to_owned(),
+            Topology::Hosts { .. } => format!("haproxy-{host}"),
+        }
+    }
+
+    /// The runtime-API socket of `host`'s HAProxy (admin level; the API roles read lb-a's).
+    fn haproxy_socket(&self, host: Host) -> PathBuf {
+        self.file(&self.haproxy_name(host), "sock")
+    }
+
+    /// Where `host`'s HAProxy keeps server states across a reload (`server-state-file`).
+    pub(crate) fn haproxy_state_file(&self, host: Host) -> PathBuf {
+        self.file(&self.haproxy_name(host), "state")
+    }
+
+    /// `spec` with the stack's settings: its directory as the working directory, its own
+    /// process group (a Ctrl-C in `up`'s terminal reaches `up` alone, and killing the group
+    /// takes children too), a log file if kept.
+    fn with_settings(&self, spec: ProcessSpec) -> ProcessSpec {
+        let log = self.file(spec.name(), "log");
+        let spec = spec.current_dir(self.dir.path()).own_process_group();
+        if self.log_files {
+            spec.log_file(log)
+        } else {
+            spec
+        }
+    }
+
+    /// A listening socket for `role` on `listen`, when the stack holds them.
+    fn origin_socket(
+        &self,
+        role: Role,
+        listen: SocketAddr,
+    ) -> Result<Option<Arc<TcpListener>>, String> {
+        if !self.hold_sockets {
+            return Ok(None);
+        }
+        let socket = self
+            .topology
+            .bind_origin(role, listen)
+            .map_err(|error| error.to_string())?;
+        Ok(Some(Arc::new(socket)))
+    }
+
+    /// How `role`'s origin starts on `listen` with `build_id`, serving `socket` if given,
+    /// placed on its host.
+    fn origin_spec(
+        &self,
+        role: Role,
+        listen: SocketAddr,
+        build_id: &str,
+        socket: Option<Arc<TcpListener>>,
+    ) -> ProcessSpec {
+        let mut spec = origin_spec(
+            &self.origin,
+            role,
+            listen,
+            build_id,
+            &self.www,
+            &self.haproxy_socket(Host::LbA),
+        );
+        if let Some(socket) = socket {
+            spec = spec.listener(socket);
+        }
+        self.topology.place_origin(role, self.with_settings(spec))
+    }
+
+    /// Starts `role`'s origin on `listen` (on a socket of its own, held when the stack holds
+    /// them) and waits for the address it prints.
+    pub(crate) fn start_origin(
+        &self,
+        role: Role,
+        listen: SocketAddr,
+        build_id: &str,
+    ) -> Result<Origin, String> {
+        let socket = self.origin_socket(role, listen)?;
+        let spec = self.origin_spec(role, listen, build_id, socket);
+        let process = ServerProcess::try_spawn(spec).map_err(|failed| failed.1)?;
+        Ok(Origin {
+            process,
+            build_id: build_id.to_owned(),
+        })
+    }
+
+    /// HAProxy's environment on `host`, listening on `bind`: where each origin is now.
+    pub(crate) fn haproxy_env(&self, host: Host, bind: SocketAddr) -> HaproxyEnv {
+        HaproxyEnv {
+            bind,
+            origins: Role::ALL.map(|role| self.origins[role as usize].process.addr()),
+            stats_socket: self.haproxy_socket(host),
+            www: self.www.clone(),
+            state_file: Some(self.haproxy_state_file(host)),
+            stats_addr: self
+                .network
+                .is_some()
+                .then(|| SocketAddr::from((host.ip(), STATS_PORT))),
+        }
+    }
+
+    /// Starts `host`'s HAProxy (on `listen`, or a free port, trying another if that one was
+    /// taken meanwhile) and, across hosts, its keepalived.
+    fn start_balancer(&self, host: Host, listen: Option<SocketAddr>) -> Result<Balancer, String> {
+        // The addresses come from the environment at a start; a state file left from an
+        // earlier HAProxy would bring back its ports. "1" alone: a valid file with no server.
+        let state = self.haproxy_state_file(host);
+        std::fs::write(&state, "1\n")
+            .map_err(|error| format!("cannot write {}: {error}", state.display()))?;
+        let mut attempts = 0;
+        let (haproxy, bind) = loop {
+            attempts += 1;
+            let bind = listen.unwrap_or_else(|| self.topology.haproxy_bind());
+            match ServerProcess::try_spawn(self.haproxy_spec(host, bind)?) {
+                Ok(haproxy) => break (haproxy, bind),
+                Err(failed) => {
+                    let (_process, message) = *failed;
+                    let port_taken = message.contains("cannot bind") || message.contains("in use");
+                    if !port_taken || listen.is_some() || attempts == 3 {
+                        return Err(format!(
+                            "HAProxy did not start (attempt {attempts}): {message}"
+                        ));
+                    }
+                }
+            }
+        };
+        let keepalived = self.start_keepalived(host, &haproxy)?;
+        Ok(Balancer {
+            host,
+            bind,
+            api: RuntimeApi::new(self.haproxy_socket(host)),
+            haproxy,
+            keepalived,
+        })
+    }
+
+    /// How `host`'s HAProxy starts, listening on `bind`. Across hosts each runs as
+    /// `haproxy-<host>`, a link to the binary.
+    pub(crate) fn haproxy_spec(&self, host: Host, bind: SocketAddr) -> Result<ProcessSpec, String> {
+        let name = self.haproxy_name(host);
+        let program = match self.topology {
+            Topology::Loopback { .. } => haproxy_binary().to_owned(),
+            Topology::Hosts { .. } => {
+                let link = self.dir.path().join(&name);
+                if !link.exists() {
+                    std::os::unix::fs::symlink(haproxy_binary(), &link)
+                        .map_err(|error| format!("cannot link {}: {error}", link.display()))?;
+                }
+                link
+            }
+        };
+        let spec = ProcessSpec::new(name, program)
+            .args(["-W", "-db", "-f"])
+            .arg(&self.config)
+            .readiness(Readiness::Accepts(
+                self.topology.haproxy_reached(host, bind),
+            ));
+        let spec = self.haproxy_env(host, bind).apply(self.with_settings(spec));
+        Ok(self.topology.place(host, spec))
+    }
+
+    /// Across hosts, keepalived for `host`, following `haproxy`'s master.
+    pub(crate) fn start_keepalived(
+        &self,
+        host: Host,
+        haproxy: &ServerProcess,
+    ) -> Result<Option<ServerProcess>, String> {
+        let Some(network) = &self.network else {
+            return Ok(None);
+        };
+        let spec = network.keepalived(host, haproxy.pid(), self.dir.path())?;
+        ServerProcess::try_spawn(self.with_settings(spec))
+            .map(Some)
+            .map_err(|failed| failed.1)
     }
 
     /// The site's address: HAProxy's on loopback, the VIP across hosts.
@@ -347,26 +561,37 @@ impl Stack {
         status: u16,
         timeout: Duration,
     ) -> (Response, Duration) {
+        self.try_wait_for_status(path, status, timeout)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`Stack::wait_for_status`] returning the failure (with every log) instead of panicking.
+    pub(crate) fn try_wait_for_status(
+        &self,
+        path: &str,
+        status: u16,
+        timeout: Duration,
+    ) -> Result<(Response, Duration), String> {
         let started = Instant::now();
         let what = format!("GET {path} answers {status}");
-        let response = self.wait_until(timeout, &what, || {
+        let response = self.poll_until(timeout, &what, || {
             match self.request(path).timeout(Duration::from_secs(1)).send() {
                 Ok(response) if response.status == status => Ok(response),
                 Ok(response) => Err(response.summary()),
                 Err(error) => Err(error.to_string()),
             }
-        });
-        (response, started.elapsed())
+        })?;
+        Ok((response, started.elapsed()))
     }
 
     /// The origin server playing `role`.
     pub fn server(&self, role: Role) -> &ServerProcess {
-        &self.origins[role as usize]
+        &self.origins[role as usize].process
     }
 
     /// The origin server playing `role`, to kill, stop or restart it.
     pub fn server_mut(&mut self, role: Role) -> &mut ServerProcess {
-        &mut self.origins[role as usize]
+        &mut self.origins[role as usize].process
     }
 
     /// The HAProxy master process (lb-a's across hosts).
@@ -420,7 +645,7 @@ impl Stack {
                 let haproxy = self.balancer_mut(host);
                 let group = nix::unistd::Pid::from_raw(haproxy.pid() as i32);
                 // The whole group, master and workers, as a crash of the host's HAProxy would.
-                nix::sys::signal::killpg(group, Signal::SIGKILL)
+                nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL)
                     .unwrap_or_else(|error| panic!("{host}'s HAProxy process group: {error}"));
                 assert!(
                     haproxy.wait_exit(Duration::from_secs(5)).is_some(),
@@ -466,7 +691,36 @@ impl Stack {
         &self.config
     }
 
-    /// The stack's temporary directory (working directory of every process).
+    /// Every process of the stack: each load balancer's HAProxy (and keepalived), then the
+    /// origins in [`Role::ALL`] order.
+    pub fn processes(&self) -> Vec<&ServerProcess> {
+        let balancers = self
+            .balancers
+            .iter()
+            .flat_map(|b| std::iter::once(&b.haproxy).chain(&b.keepalived));
+        balancers
+            .chain(self.origins.iter().map(|o| &o.process))
+            .collect()
+    }
+
+    /// [`Stack::processes`], to signal or reap them.
+    pub fn processes_mut(&mut self) -> Vec<&mut ServerProcess> {
+        let balancers = self
+            .balancers
+            .iter_mut()
+            .flat_map(|b| std::iter::once(&mut b.haproxy).chain(&mut b.keepalived));
+        balancers
+            .chain(self.origins.iter_mut().map(|o| &mut o.process))
+            .collect()
+    }
+
+    /// The topology the stack runs in.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The stack's directory (working directory of every process; temporary unless
+    /// [`StackBuilder::dir`] chose one).
     pub fn temp_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -519,41 +773,28 @@ impl Stack {
         started.elapsed()
     }
 
-    /// Reloads HAProxy (SIGUSR2 to the master) and waits until a new worker answers on the
-    /// stats socket and the frontend, and its checks have settled both main servers' states
-    /// (a new worker starts them as UP until its first checks).
+    /// Reloads every HAProxy and waits until the new workers answer and have checked both
+    /// main servers (see [`Stack::reload_haproxy`]); panics with every log if that fails.
     #[track_caller]
     pub fn haproxy_reload(&mut self) {
-        let before = self.api().worker_pid().unwrap_or_else(|error| {
-            panic!("HAProxy's runtime API does not answer before the reload: {error}")
-        });
-        self.haproxy_mut().kill(Signal::SIGUSR2);
-        self.wait_until(START_TIMEOUT, "a new HAProxy worker answers", || {
-            let pid = self.api().worker_pid().map_err(|e| e.to_string())?;
-            if pid == before {
-                return Err(format!("the worker is still pid {pid}"));
-            }
-            let page = self
-                .try_get("/maintenance.html")
-                .map_err(|e| e.to_string())?;
-            if page.status == 200 {
-                Ok(())
-            } else {
-                Err(page.summary())
-            }
-        });
-        self.wait_until_checked(START_TIMEOUT, false);
+        if let Err(error) = self.reload_haproxy() {
+            panic!("{error}");
+        }
     }
 
     /// Waits until every HAProxy has checked both main servers and they are in a settled state
     /// (`UP` with a passing check when `require_up`, else `UP` or `DOWN` or `MAINT`).
-    fn wait_until_checked(&self, timeout: Duration, require_up: bool) {
+    pub(crate) fn try_wait_until_checked(
+        &self,
+        timeout: Duration,
+        require_up: bool,
+    ) -> Result<(), String> {
         let what = if require_up {
             "HAProxy has checked static-main and api-main and both are UP"
         } else {
             "HAProxy has checked static-main and api-main"
         };
-        self.wait_until(timeout, what, || {
+        self.poll_until(timeout, what, || {
             let mut states = Vec::new();
             let mut settled = true;
             for (balancer, role) in self
@@ -579,7 +820,18 @@ impl Stack {
             } else {
                 Err(states.join(", "))
             }
-        });
+        })
+    }
+
+    /// [`wait::poll_until`] whose failure carries every process's log tail.
+    pub(crate) fn poll_until<T, E: Debug>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        check: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, String> {
+        wait::poll_until(timeout, what, check)
+            .map_err(|timed_out| format!("{timed_out}\n{}", self.logs(LOG_TAIL_LINES)))
     }
 
     /// [`wait::wait_until`] with every process's log tail in the panic message.
@@ -597,12 +849,7 @@ impl Stack {
     /// the servers: what a failure message needs.
     pub fn logs(&self, lines: usize) -> String {
         let mut text = String::new();
-        let processes = self
-            .balancers
-            .iter()
-            .flat_map(|b| std::iter::once(&b.haproxy).chain(&b.keepalived))
-            .chain(&self.origins);
-        for process in processes {
+        for process in self.processes() {
             let _ = write!(
                 text,
                 "--- {} ({:?}), last {lines} lines ---\n{}",
@@ -634,7 +881,10 @@ impl Debug for Stack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stack")
             .field("haproxy", &self.haproxy())
-            .field("origins", &self.origins)
+            .field(
+                "origins",
+                &self.origins.iter().map(|o| &o.process).collect::<Vec<_>>(),
+            )
             .field("www", &self.www)
             .field("network", &self.network)
             .field("dir", &self.dir.path())

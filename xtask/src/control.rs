@@ -1,4 +1,6 @@
 //! `cargo xtask restart`, `redeploy`, `stop` and `status`: talking to a running `cargo xtask up`.
+//! What a restart or a redeploy does is the driver's (`driver::Stack::restart_origin`,
+//! `redeploy`); `up` runs it and streams its progress here.
 
 use std::{
     fs,
@@ -9,7 +11,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use driver::Server;
+use driver::{Server, Tier};
 
 use crate::files;
 
@@ -26,6 +28,21 @@ pub fn restart(server: Server, cold: bool) -> Result<()> {
         format!("restart {server}")
     };
     let done = request(&request_line)?;
+    println!("{done}");
+    Ok(())
+}
+
+/// `cargo xtask redeploy <tier> [--build-id ID]`: asks the running `cargo xtask up` and
+/// prints its progress as it comes.
+pub fn redeploy(tier: Tier, build_id: Option<&str>) -> Result<()> {
+    let line = match build_id {
+        Some(id) => {
+            driver::check_build_id(id).map_err(|error| anyhow!(error))?;
+            format!("redeploy {tier} {id}")
+        }
+        None => format!("redeploy {tier}"),
+    };
+    let done = request_with_progress(&line, |progress| println!("{progress}"))?;
     println!("{done}");
     Ok(())
 }
@@ -52,7 +69,7 @@ pub fn stop() -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask status`: each server's pid file and whether that process lives.
+/// `cargo xtask status`: each process's pid file and whether that process lives.
 pub fn status() -> Result<()> {
     let supervised = UnixStream::connect(files::control_socket()).is_ok();
     let mut report = format!(
@@ -62,17 +79,22 @@ pub fn status() -> Result<()> {
         "state",
         "pid"
     );
-    for server in Server::ALL {
-        let pid = files::read_pid(server);
+    let mut processes = files::pid_files(&files::stack_dir());
+    if processes.is_empty() {
+        processes = Server::ALL
+            .map(|server| (server.to_string(), None))
+            .to_vec();
+    }
+    for (name, pid) in processes {
         let state = match pid {
-            Some(pid) if files::process_alive(pid, server.program()) => "alive",
+            Some(pid) if driver::runs_stack_program(pid) => "alive",
             Some(_) => "dead (stale pid file)",
             None => "not running",
         };
-        let addr = fs::read_to_string(files::addr_file(server)).unwrap_or_default();
+        let addr = fs::read_to_string(files::addr_file(&name)).unwrap_or_default();
         report.push_str(&format!(
             "{:<16} {:<24} {:>8}  {}\n",
-            server.name(),
+            name,
             state,
             pid.map_or("-".to_owned(), |pid| pid.to_string()),
             addr.trim()
@@ -91,7 +113,7 @@ fn request(line: &str) -> Result<String> {
 
 /// Like `request`, handing each `progress ...` line that comes before the reply to
 /// `on_progress` as it arrives (without the prefix).
-pub fn request_with_progress(line: &str, mut on_progress: impl FnMut(&str)) -> Result<String> {
+fn request_with_progress(line: &str, mut on_progress: impl FnMut(&str)) -> Result<String> {
     let path = files::control_socket();
     let mut stream = UnixStream::connect(&path).map_err(|err| {
         anyhow!(

@@ -1,19 +1,19 @@
-//! The files a running `cargo xtask up` keeps in target/stack/ (or `--stack-dir`): `<name>.pid`,
-//! `<name>.log` and `<name>.addr` per server, HAProxy's runtime-API socket and state file, and
-//! `control.sock`, where `up` takes requests. `up` writes them; `restart`, `redeploy`, `stop`,
-//! `status`, `load` and the benchmarks read them.
+//! The files a running `cargo xtask up` keeps in target/stack/ (or `--stack-dir`): per process
+//! `<name>.pid`, `<name>.log` and `<name>.addr` (`haproxy`, the four roles; across hosts
+//! `haproxy-lb-a`, `keepalived-lb-a`, ...), `site.addr` (where visitors go), HAProxy's
+//! runtime-API sockets and state files (the driver names those), and `control.sock`, where
+//! `up` takes requests. `up` writes them; `restart`, `redeploy`, `stop`, `status`, `load` and
+//! the benchmarks read them.
 
 use std::{
-    fs::{self, OpenOptions},
-    io::Write,
+    fs,
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::OnceLock,
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, Result};
-use driver::Server;
+use driver::Role;
 
 static STACK_DIR: OnceLock<PathBuf> = OnceLock::new();
 
@@ -31,31 +31,19 @@ pub fn stack_dir() -> PathBuf {
         .clone()
 }
 
-/// HAProxy's runtime API socket, absolute: origin's api-main reads it from another directory.
-pub fn haproxy_socket() -> PathBuf {
-    absolute(&stack_dir().join("haproxy.sock"))
+/// The file holding a running process's pid.
+pub fn pid_file(name: &str) -> PathBuf {
+    stack_dir().join(format!("{name}.pid"))
 }
 
-/// Where HAProxy's server states are saved before a reload, so that the new workers keep
-/// what the runtime API changed (a redeploy's new port); see `load-server-state-from-file`
-/// in haproxy.cfg.
-pub fn haproxy_state_file() -> PathBuf {
-    absolute(&stack_dir().join("haproxy.state"))
+/// The file holding the address a process listens on.
+pub fn addr_file(name: &str) -> PathBuf {
+    stack_dir().join(format!("{name}.addr"))
 }
 
-/// The file holding a running server's pid.
-pub fn pid_file(server: Server) -> PathBuf {
-    stack_dir().join(format!("{server}.pid"))
-}
-
-/// The file collecting a server's stdout and stderr.
-pub fn log_file(server: Server) -> PathBuf {
-    absolute(&stack_dir().join(format!("{server}.log")))
-}
-
-/// The file holding the address a server listens on.
-pub fn addr_file(server: Server) -> PathBuf {
-    stack_dir().join(format!("{server}.addr"))
+/// The file holding the site's address: HAProxy's on loopback, the VIP across hosts.
+pub fn site_file() -> PathBuf {
+    stack_dir().join("site.addr")
 }
 
 /// The unix socket on which `up` takes requests.
@@ -63,70 +51,74 @@ pub fn control_socket() -> PathBuf {
     stack_dir().join("control.sock")
 }
 
-/// The pid in a server's pid file, if there is a readable one.
-pub fn read_pid(server: Server) -> Option<i32> {
-    fs::read_to_string(pid_file(server))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// Records the site's address (`cargo xtask load` sends there by default).
+pub fn write_site(addr: SocketAddr) -> Result<()> {
+    fs::write(site_file(), format!("{addr}\n"))
+        .with_context(|| format!("could not write {}", site_file().display()))
 }
 
-/// The pid of `server` if its pid file names a live process of the right program.
-pub fn live_pid(server: Server) -> Option<i32> {
-    read_pid(server).filter(|&pid| process_alive(pid, server.program()))
+/// Every process named by a pid file in `dir`, with the pid it holds (if readable), in the
+/// order a person reads a stack: HAProxy, the origins, keepalived.
+pub fn pid_files(dir: &Path) -> Vec<(String, Option<i32>)> {
+    let mut found: Vec<(String, Option<i32>)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_str()?.strip_suffix(".pid")?.to_owned();
+            let pid = fs::read_to_string(entry.path()).ok()?.trim().parse().ok();
+            Some((name, pid))
+        })
+        .collect();
+    found.sort_by_key(|(name, _)| (rank(name), name.clone()));
+    found
 }
 
-/// Whether `pid` is a running (not zombie) process of `program`. A recycled pid belongs to
-/// some other program, so the name is compared too.
-pub fn process_alive(pid: i32, program: &str) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "pid (comm) state ...": comm may itself contain spaces and parentheses.
-    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-        return false;
-    };
-    let state = stat[close + 1..].trim_start().chars().next();
-    &stat[open + 1..close] == program && state != Some('Z')
-}
-
-/// Records where a server runs: its pid and address files.
-pub fn write_runtime_files(server: Server, pid: u32, addr: SocketAddr) -> Result<()> {
-    fs::write(pid_file(server), format!("{pid}\n"))
-        .with_context(|| format!("could not write {}", pid_file(server).display()))?;
-    fs::write(addr_file(server), format!("{addr}\n"))
-        .with_context(|| format!("could not write {}", addr_file(server).display()))
-}
-
-/// Appends a `--- xtask: what ---` line to a server's log, so its log shows why it changed.
-pub fn note_in_log(server: Server, what: &str) {
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_file(server));
-    if let Ok(mut log) = log {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
-        let _ = writeln!(log, "--- xtask: {what} (unix time {now}) ---");
+fn rank(name: &str) -> usize {
+    if name.starts_with("haproxy") {
+        return 0;
+    }
+    match Role::ALL.iter().position(|role| role.name() == name) {
+        Some(index) => 1 + index,
+        None => Role::ALL.len() + 1,
     }
 }
 
-fn absolute(path: &Path) -> PathBuf {
-    crate::workspace_root().join(path)
+/// The processes of a stack that still run, by their pid files in `dir`: `name (pid N)`.
+pub fn live_processes(dir: &Path) -> Vec<(String, i32)> {
+    pid_files(dir)
+        .into_iter()
+        .filter_map(|(name, pid)| Some((name, pid?)))
+        .filter(|&(_, pid)| driver::runs_stack_program(pid))
+        .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn this_process_is_alive_and_a_recycled_pid_is_not() {
-        let me = std::process::id() as i32;
-        let stat = fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
-        let comm = &stat[stat.find('(').unwrap() + 1..stat.rfind(')').unwrap()];
-        assert!(process_alive(me, comm));
-        assert!(!process_alive(me, "haproxy"));
+/// Records where a process runs: its pid file and, if it listens, its address file.
+pub fn write_runtime_files(name: &str, pid: u32, addr: Option<SocketAddr>) -> Result<()> {
+    fs::write(pid_file(name), format!("{pid}\n"))
+        .with_context(|| format!("could not write {}", pid_file(name).display()))?;
+    if let Some(addr) = addr {
+        fs::write(addr_file(name), format!("{addr}\n"))
+            .with_context(|| format!("could not write {}", addr_file(name).display()))?;
     }
+    Ok(())
+}
+
+/// Removes what a stopped stack leaves that would mislead the next command: pid, address and
+/// log files of earlier processes, and a control socket nobody answers on.
+pub fn clear_stack_dir(keep_logs: bool) -> Result<()> {
+    let dir = stack_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    for entry in fs::read_dir(&dir)?.flatten() {
+        let path = entry.path();
+        let stale = match path.extension().and_then(|ext| ext.to_str()) {
+            Some("pid" | "addr" | "sock" | "state") => true,
+            Some("log") => !keep_logs,
+            _ => false,
+        };
+        if stale {
+            let _ = fs::remove_file(&path);
+        }
+    }
+    Ok(())
 }

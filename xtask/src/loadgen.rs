@@ -590,7 +590,7 @@ pub fn load(args: &LoadArgs) -> Result<()> {
     let addr = match args.addr {
         Some(addr) => addr,
         None => {
-            let file = crate::files::addr_file(driver::Server::Haproxy);
+            let file = crate::files::site_file();
             let text = std::fs::read_to_string(&file).with_context(|| {
                 format!(
                     "no stack is running ({} is missing); start one with `cargo xtask up`, or \

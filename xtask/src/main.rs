@@ -12,7 +12,6 @@ mod control;
 mod files;
 mod install;
 mod loadgen;
-mod redeploy;
 mod up;
 
 use std::{
@@ -114,7 +113,7 @@ fn try_main() -> Result<()> {
         Verb::BuildClient => client::build(),
         Verb::Up(args) => up::up(&args),
         Verb::Restart { name, cold } => control::restart(name, cold),
-        Verb::Redeploy { tier, build_id } => redeploy::request(tier, build_id.as_deref()),
+        Verb::Redeploy { tier, build_id } => control::redeploy(tier, build_id.as_deref()),
         Verb::Load(args) => loadgen::load(&args),
         Verb::Status => control::status(),
         Verb::Stop => control::stop(),

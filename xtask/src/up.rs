@@ -1,52 +1,33 @@
-//! `cargo xtask up`: HAProxy and the four origin servers on localhost, supervised in the
-//! foreground until Ctrl-C or SIGTERM.
+//! `cargo xtask up`: the driver's [`Stack`] (HAProxy and the four origin servers, on localhost
+//! or across hosts), supervised in the foreground until Ctrl-C or SIGTERM.
 //!
-//! Everything the running stack leaves lives in target/stack/ (or `--stack-dir`):
-//! `<name>.pid`, `<name>.log` and `<name>.addr` per server, `haproxy.sock` (HAProxy's runtime
-//! API, read by api-main), `haproxy.state` (server states kept across a reload) and
-//! `control.sock`, where `up` answers one-line requests from `cargo xtask restart`,
-//! `redeploy` and `stop`. The reply is a first line `ok ...` or `error ...`, possibly followed
-//! by detail lines, then the connection closes; a redeploy sends `progress ...` lines first.
+//! Everything the running stack leaves lives in target/stack/ (or `--stack-dir`, see
+//! `files`), and `control.sock` there is where `up` answers one-line requests from
+//! `cargo xtask restart`, `redeploy` and `stop`. The reply is a first line `ok ...` or
+//! `error ...`, possibly followed by detail lines, then the connection closes; a redeploy sends
+//! `progress ...` lines first. The stack holds each origin's listening socket, so a restart
+//! refuses no connection.
 //!
 //! The supervisor reports exits but never restarts a server by itself: watching the site
 //! fail over, and come back on request, is the point of running it.
 
 use std::{
+    collections::HashSet,
     fs,
     io::{self, BufRead, BufReader, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener},
+    net::{SocketAddr, TcpListener},
     os::unix::net::{UnixListener, UnixStream},
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    sync::{
-        mpsc::{self, Receiver, RecvTimeoutError, Sender},
-        Arc,
-    },
+    path::PathBuf,
+    process::Command,
+    sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use driver::{
-    HaproxyEnv, Host, ProcessSpec, Readiness, Role, RuntimeApi, Server, ServerProcess, Signal,
-    Tier, Topology,
-};
+use driver::{Host, Role, Server, Signal, Stack, Tier, STOP_TIMEOUT};
 
-use crate::{
-    client, cmd,
-    files::{
-        addr_file, control_socket, haproxy_socket, haproxy_state_file, live_pid, log_file,
-        note_in_log, pid_file, stack_dir, write_runtime_files,
-    },
-    install,
-    redeploy::{self, Progress},
-};
-
-/// How long a server may take to exit after SIGTERM before it gets SIGKILL. origin drains
-/// in-flight requests for at most 10 s by default (`--shutdown-timeout`).
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long to wait for HAProxy to confirm a reload in its log.
-const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::{client, cmd, files, install};
 
 /// Writes a line to stdout, ignoring errors: the terminal may be gone while the stack stops.
 macro_rules! say {
@@ -75,7 +56,7 @@ pub struct UpArgs {
 
 pub fn up(args: &UpArgs) -> Result<()> {
     // Refusals first: they take milliseconds, the builds minutes.
-    refuse_if_running(args.listen)?;
+    refuse_if_running(args)?;
     let www = fs::canonicalize(&args.www)
         .with_context(|| format!("{} does not exist; pass --www DIR", args.www.display()))?;
     if !args.no_build {
@@ -87,7 +68,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
         cmd::run(&mut build)
             .context("the origin servers do not build; cargo's output above says why")?;
     }
-    let origin = origin_binary();
+    let origin = driver::target_dir().join("release/origin");
     if !origin.exists() {
         bail!(
             "{} is missing: run `cargo build --release -p origin` (or `cargo xtask up` without \
@@ -95,140 +76,88 @@ pub fn up(args: &UpArgs) -> Result<()> {
             origin.display()
         );
     }
-    if args.hosts {
-        return up_hosts(&origin, &www);
-    }
     // Again: another `up` may have started while this one was building.
-    refuse_if_running(args.listen)?;
-    prepare_stack_dir()?;
+    refuse_if_running(args)?;
+    files::clear_stack_dir(false)?;
 
     let (events_tx, events) = mpsc::channel();
     watch_signals(events_tx.clone())?;
-    let control = UnixListener::bind(control_socket())
-        .with_context(|| format!("could not listen on {}", control_socket().display()))?;
+    let control = UnixListener::bind(files::control_socket())
+        .with_context(|| format!("could not listen on {}", files::control_socket().display()))?;
     thread::spawn(move || serve_control(control, events_tx));
 
-    let mut stack = Supervisor::new(args.listen, origin, www, &build_id());
-    if let Err(err) = stack.start_all() {
-        stack.shutdown(&events);
-        remove_runtime_files();
-        return Err(err);
-    }
-    stack.print_banner();
-    stack.supervise(&events);
-    stack.shutdown(&events);
-    remove_runtime_files();
-    say!("up: the stack is stopped");
-    Ok(())
-}
-
-/// `up --hosts`: the driver's multi-host stack, in the foreground until Ctrl-C or SIGTERM;
-/// dropping it removes every namespace, link and process it made.
-fn up_hosts(origin: &Path, www: &Path) -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("could not install the signal handlers")?;
-    // Before any other thread runs; the driver reads it once, when the stack starts.
-    std::env::set_var(driver::ORIGIN_BIN_ENV, origin);
-    let stack = driver::Stack::builder()
+    let builder = Stack::builder()
         .www(www)
         .build_id(build_id())
-        .hosts()
-        .start();
-    say!("");
-    say!("Stack is up across hosts: open http://{}/", stack.addr());
-    say!("");
+        .origin(origin)
+        .dir(std::path::absolute(files::stack_dir())?)
+        .hold_sockets();
+    let builder = if args.hosts {
+        builder.hosts()
+    } else {
+        builder.listen(args.listen)
+    };
     say!(
-        "  {:<16} {:<14} {:<22} {:>7}",
-        "server",
-        "host",
-        "address",
-        "pid"
+        "up: starting the stack{}...",
+        if args.hosts { " across hosts" } else { "" }
     );
-    let balancers = Host::BALANCERS.map(|host| ("haproxy".to_owned(), host, stack.balancer(host)));
-    let origins = Role::ALL.map(|role| (role.to_string(), Host::Origin(role), stack.server(role)));
-    for (name, host, process) in balancers.into_iter().chain(origins) {
-        say!(
-            "  {name:<16} {host:<16} {:<22} {:>7}",
-            process.addr().to_string(),
-            process.pid()
-        );
-    }
-    say!("");
-    say!("Ctrl-C stops every server and removes the namespaces and the bridge.");
-    if let Some(number) = signals.forever().next() {
-        let signal = Signal::try_from(number).map_or(number.to_string(), |s| s.to_string());
-        say!("up: received {signal}; stopping the stack...");
-    }
-    drop(stack);
-    say!("up: stopped");
+    let stack = builder.try_start().map_err(|error| {
+        let _ = files::clear_stack_dir(true);
+        anyhow!("the stack did not start: {error}")
+    })?;
+    let mut supervisor = Supervisor {
+        stack,
+        reported: HashSet::new(),
+    };
+    supervisor.write_runtime_files();
+    supervisor.print_banner();
+    supervisor.supervise(&events);
+    supervisor.shutdown(&events);
+    // The network and every process are gone once the stack is.
+    drop(supervisor);
+    let _ = files::clear_stack_dir(true);
+    say!("up: the stack is stopped");
     Ok(())
-}
-
-fn origin_binary() -> PathBuf {
-    driver::target_dir().join("release/origin")
 }
 
 fn build_id() -> String {
     let commit = cmd::probe(Command::new("git").args(["rev-parse", "--short", "HEAD"]))
         .filter(|commit| !commit.is_empty())
         .unwrap_or_else(|| "dev".to_owned());
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    format!("{commit}-{now}")
+    format!("{commit}-{}", driver::unix_now())
 }
 
-fn refuse_if_running(listen: SocketAddr) -> Result<()> {
-    let running: Vec<String> = Server::ALL
-        .iter()
-        .filter_map(|&server| live_pid(server).map(|pid| format!("{server} (pid {pid})")))
+fn refuse_if_running(args: &UpArgs) -> Result<()> {
+    let running: Vec<String> = files::live_processes(&files::stack_dir())
+        .into_iter()
+        .map(|(name, pid)| format!("{name} (pid {pid})"))
         .collect();
     if !running.is_empty() {
         bail!(
             "a stack is already running: {}. Stop it with Ctrl-C where `cargo xtask up` runs, \
-             or `cargo xtask stop`; if that `up` is gone, `kill $(cat target/stack/*.pid)`",
-            running.join(", ")
+             or `cargo xtask stop`; if that `up` is gone, `kill $(cat {}/*.pid)`",
+            running.join(", "),
+            files::stack_dir().display()
         );
     }
-    if UnixStream::connect(control_socket()).is_ok() {
+    if UnixStream::connect(files::control_socket()).is_ok() {
         bail!(
             "another `cargo xtask up` is running (it answers on {}); stop it with \
              `cargo xtask stop`",
-            control_socket().display()
+            files::control_socket().display()
         );
     }
-    TcpListener::bind(listen).map_err(|err| {
-        anyhow!(
-            "{listen} is taken ({err}), so HAProxy could not listen there; stop whatever \
-             listens on it (`ss -ltnp`) or pick another address: \
-             cargo xtask up --listen 127.0.0.1:8081"
-        )
-    })?;
-    Ok(())
-}
-
-fn prepare_stack_dir() -> Result<()> {
-    let dir = stack_dir();
-    fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
-    for server in Server::ALL {
-        fs::write(log_file(server), "")
-            .with_context(|| format!("could not write {}", log_file(server).display()))?;
-        let _ = fs::remove_file(pid_file(server));
-        let _ = fs::remove_file(addr_file(server));
+    if !args.hosts {
+        TcpListener::bind(args.listen).map_err(|err| {
+            anyhow!(
+                "{} is taken ({err}), so HAProxy could not listen there; stop whatever \
+                 listens on it (`ss -ltnp`) or pick another address: \
+                 cargo xtask up --listen 127.0.0.1:8081",
+                args.listen
+            )
+        })?;
     }
-    // No `up` answered on it (checked above): it is left over from one that was killed.
-    let _ = fs::remove_file(control_socket());
     Ok(())
-}
-
-fn remove_runtime_files() {
-    for server in Server::ALL {
-        let _ = fs::remove_file(pid_file(server));
-    }
-    let _ = fs::remove_file(stack_dir().join("haproxy.sock"));
-    let _ = fs::remove_file(stack_dir().join("haproxy.state"));
-    let _ = fs::remove_file(control_socket());
 }
 
 /// What the supervisor reacts to.
@@ -288,256 +217,63 @@ fn answer_request(stream: UnixStream, events: &Sender<Event>) -> io::Result<()> 
     Ok(())
 }
 
-/// A server `up` runs.
-struct Slot {
-    server: Server,
-    /// Where it listens: origins start on port 0 and keep the bound address across restarts,
-    /// since HAProxy's configuration names it (a redeploy moves it, through the runtime API).
-    listen: SocketAddr,
-    /// The build id it runs with (a redeploy changes it).
-    build_id: String,
-    /// An origin's listening socket, held here and handed to each process of the role (as
-    /// systemd's socket units do), so a restart never closes the port: connections wait in
-    /// its backlog while one process replaces the other. None for HAProxy, and for an origin
-    /// until its first start.
-    socket: Option<Arc<TcpListener>>,
-    process: Option<ServerProcess>,
-}
-
-/// The running stack; dropping it kills and reaps every process (each guard does).
+/// The running stack and the exits already reported.
 struct Supervisor {
-    site: SocketAddr,
-    origin: PathBuf,
-    www: PathBuf,
-    topology: Topology,
-    slots: Vec<Slot>,
+    stack: Stack,
+    reported: HashSet<u32>,
 }
 
 impl Supervisor {
-    fn new(site: SocketAddr, origin: PathBuf, www: PathBuf, build_id: &str) -> Self {
-        let topology = Topology::Loopback {
-            ip: Ipv4Addr::LOCALHOST,
-        };
-        let slots = Server::ALL
-            .iter()
-            .map(|&server| Slot {
-                server,
-                listen: match server {
-                    Server::Haproxy => site,
-                    Server::Origin(role) => topology.origin_listen(role),
-                },
-                build_id: build_id.to_owned(),
-                socket: None,
-                process: None,
-            })
-            .collect();
-        Self {
-            site,
-            origin,
-            www,
-            topology,
-            slots,
+    /// (Re)writes every process's pid and address file, and the site's.
+    fn write_runtime_files(&self) {
+        let mut written = files::write_site(self.stack.addr());
+        for process in self.stack.processes() {
+            written = written.and_then(|()| {
+                files::write_runtime_files(process.name(), process.pid(), process.try_addr())
+            });
         }
-    }
-
-    fn slot(&mut self, server: Server) -> &mut Slot {
-        let index = Server::ALL
-            .iter()
-            .position(|&s| s == server)
-            .unwrap_or_default();
-        &mut self.slots[index]
-    }
-
-    fn start_all(&mut self) -> Result<()> {
-        for role in Role::ALL {
-            self.start_origin(role)?;
+        if let Err(err) = written {
+            say!("up: {err:#}; `cargo xtask status` may show stale pids");
         }
-        self.start_haproxy()
-    }
-
-    /// How `role` starts, serving `socket` with `build_id`; output goes to its log.
-    fn origin_spec(
-        &self,
-        role: Role,
-        socket: &Arc<TcpListener>,
-        build_id: &str,
-    ) -> Result<ProcessSpec> {
-        let listen = socket
-            .local_addr()
-            .context("could not read the address of the listening socket")?;
-        let spec = driver::origin_spec(
-            &self.origin,
-            role,
-            listen,
-            build_id,
-            &self.www,
-            &haproxy_socket(),
-        )
-        .listener(Arc::clone(socket))
-        .log_file(log_file(Server::Origin(role)))
-        // Its own process group: Ctrl-C reaches `up` alone, which stops servers in order.
-        .own_process_group();
-        Ok(self.topology.place_origin(role, spec))
-    }
-
-    /// A new listening socket for `role` on `listen` (port 0: a free one).
-    fn bind(role: Role, listen: SocketAddr) -> Result<Arc<TcpListener>> {
-        TcpListener::bind(listen)
-            .map(Arc::new)
-            .with_context(|| format!("could not open a listening socket for {role} on {listen}"))
-    }
-
-    /// Starts an origin server on the role's held socket (opened on first use) and waits for
-    /// the address it prints first on stdout.
-    fn start_origin(&mut self, role: Role) -> Result<()> {
-        let slot = self.slot(Server::Origin(role));
-        let (listen, build_id) = (slot.listen, slot.build_id.clone());
-        let socket = match &slot.socket {
-            Some(socket) => Arc::clone(socket),
-            None => {
-                let socket = Self::bind(role, listen)?;
-                self.slot(Server::Origin(role)).socket = Some(Arc::clone(&socket));
-                socket
-            }
-        };
-        let process = ServerProcess::try_spawn(self.origin_spec(role, &socket, &build_id)?)
-            .map_err(|failed| anyhow!("{} did not start: {}", role, failed.1))?;
-        let (pid, bound) = (process.pid(), process.addr());
-        let slot = self.slot(Server::Origin(role));
-        slot.listen = bound;
-        slot.process = Some(process);
-        write_runtime_files(Server::Origin(role), pid, bound)
-    }
-
-    /// `cargo xtask redeploy <tier>`: see the `redeploy` module.
-    fn redeploy(
-        &mut self,
-        tier: Tier,
-        build_id: Option<&str>,
-        progress: &Progress<'_>,
-    ) -> Result<String> {
-        let role = tier.main();
-        if self.slot(Server::Haproxy).process.is_none() {
-            bail!(
-                "haproxy is not running, so there is no traffic to hand over; start it with \
-                 `cargo xtask restart haproxy`, or restart the server with `cargo xtask restart \
-                 {role}`"
-            );
-        }
-        let build_id = match build_id {
-            Some(id) => {
-                redeploy::check_build_id(id)?;
-                id.to_owned()
-            }
-            None => redeploy::next_build_id(
-                &self.slot(Server::Origin(role)).build_id,
-                redeploy::unix_now(),
-            ),
-        };
-        // The new process gets a socket of its own on a new port; once HAProxy sends the slot
-        // there, that socket is the one later restarts hand on.
-        let socket = Self::bind(role, self.topology.origin_listen(role))?;
-        let spec = self.origin_spec(role, &socket, &build_id)?;
-        let slot = self.slot(Server::Origin(role));
-        let moved = redeploy::Slot {
-            role,
-            process: &mut slot.process,
-            listen: &mut slot.listen,
-            build_id: &mut slot.build_id,
-        };
-        let api = RuntimeApi::new(haproxy_socket());
-        let done = redeploy::hand_over(moved, spec, &build_id, &api, progress)?;
-        slot.socket = Some(socket);
-        Ok(done)
-    }
-
-    /// HAProxy's environment: where each server listens now.
-    fn haproxy_env(&self) -> HaproxyEnv {
-        let listen = |role| {
-            self.slots
-                .iter()
-                .find(|slot| slot.server == Server::Origin(role))
-                .map_or(self.topology.origin_listen(role), |slot| slot.listen)
-        };
-        HaproxyEnv {
-            bind: self.site,
-            origins: Role::ALL.map(listen),
-            stats_socket: haproxy_socket(),
-            www: self.www.clone(),
-            stats_addr: None,
-            state_file: Some(haproxy_state_file()),
-        }
-    }
-
-    /// `haproxy -c` with the stack's environment; its complaints as the error.
-    fn check_haproxy_config(&self) -> Result<()> {
-        let mut check = Command::new("haproxy");
-        check.envs(self.haproxy_env().vars());
-        check.args(["-c", "-f", "haproxy.cfg"]);
-        let output = check
-            .stdin(Stdio::null())
-            .output()
-            .context("could not run `haproxy -c`; run `cargo xtask install`")?;
-        let text = cmd::all_output(&output);
-        if !output.status.success() {
-            bail!(
-                "HAProxy rejects haproxy.cfg (`haproxy -c -f haproxy.cfg` with the stack's \
-                 environment):\n{}",
-                text.trim_end()
-            );
-        }
-        for warning in text.lines().filter(|line| line.contains("WARNING")) {
-            say!("haproxy -c: {warning}");
-        }
-        Ok(())
-    }
-
-    /// Starts HAProxy in master-worker mode and waits until its port accepts connections.
-    fn start_haproxy(&mut self) -> Result<()> {
-        // The addresses come from the environment at a start; a state file left from an
-        // earlier HAProxy would bring back its ports. "1" alone: a valid file with no server.
-        fs::write(haproxy_state_file(), "1\n")
-            .with_context(|| format!("could not write {}", haproxy_state_file().display()))?;
-        self.check_haproxy_config()?;
-        let spec = ProcessSpec::new("haproxy", "haproxy")
-            .args(["-W", "-db", "-f", "haproxy.cfg"])
-            .readiness(Readiness::Accepts(self.site))
-            .log_file(log_file(Server::Haproxy))
-            .own_process_group();
-        let spec = self
-            .topology
-            .place(Host::LbA, self.haproxy_env().apply(spec));
-        let process = ServerProcess::try_spawn(spec).map_err(|failed| {
-            anyhow!(
-                "haproxy did not start ({}); run `cargo xtask install` if it is missing",
-                failed.1
-            )
-        })?;
-        let (pid, site) = (process.pid(), self.site);
-        self.slot(Server::Haproxy).process = Some(process);
-        write_runtime_files(Server::Haproxy, pid, site)
     }
 
     fn print_banner(&self) {
         say!("");
-        say!("Stack is up: open http://{}/", self.site);
+        match self.stack.network() {
+            None => say!("Stack is up: open http://{}/", self.stack.addr()),
+            Some(_) => say!(
+                "Stack is up across hosts: open http://{}/ (the VIP)",
+                self.stack.addr()
+            ),
+        }
         say!("");
         say!("  {:<16} {:<22} {:>8}  log", "server", "address", "pid");
-        for slot in &self.slots {
-            let pid = slot.process.as_ref().map_or(0, ServerProcess::pid);
+        for process in self.stack.processes() {
             say!(
                 "  {:<16} {:<22} {:>8}  {}",
-                slot.server.name(),
-                slot.listen.to_string(),
-                pid,
-                log_file(slot.server).display()
+                process.name(),
+                process
+                    .try_addr()
+                    .map_or("-".to_owned(), |addr| addr.to_string()),
+                process.pid(),
+                process
+                    .spec()
+                    .log_path()
+                    .map_or("-".to_owned(), |path| path.display().to_string())
+            );
+        }
+        if let Some(network) = self.stack.network() {
+            say!("");
+            say!(
+                "  Each host is a network namespace: {} (look inside with `ip netns exec <ns> ss -tln`).",
+                Host::ALL.map(|host| network.namespace(host)).join(", ")
             );
         }
         say!("");
         say!(
             "  Watch a failover:  kill $(cat {}); curl -i http://{}/api/data",
-            pid_file(Server::Origin(Role::ApiMain)).display(),
-            self.site
+            files::pid_file(Role::ApiMain.name()).display(),
+            self.stack.addr()
         );
         say!("  Bring it back:     cargo xtask restart api-main");
         say!("  Zero-failure swap: cargo xtask redeploy api   (or static)");
@@ -559,7 +295,11 @@ impl Supervisor {
                     return;
                 }
                 Ok(Event::Request(line, reply)) => {
+                    // Exits that happened before the request are reported as such, not as
+                    // part of what it does.
+                    self.report_exits();
                     let (answer, stop) = self.answer(&line, &reply);
+                    self.write_runtime_files();
                     let _ = reply.send(answer);
                     if stop {
                         say!("up: `cargo xtask stop` asked to stop the stack...");
@@ -572,22 +312,21 @@ impl Supervisor {
     }
 
     fn report_exits(&mut self) {
-        let site = self.site;
-        for slot in &mut self.slots {
-            let Some(process) = &mut slot.process else {
-                continue;
-            };
+        let site = self.stack.addr();
+        for process in self.stack.processes_mut() {
             let Some(status) = process.exit_status() else {
                 continue;
             };
-            let pid = process.pid();
-            slot.process = None;
-            let _ = fs::remove_file(pid_file(slot.server));
-            let server = slot.server;
+            if !self.reported.insert(process.pid()) {
+                continue;
+            }
+            let name = process.name().to_owned();
+            let _ = fs::remove_file(files::pid_file(&name));
+            let (consequence, remedy) = consequence(&name, site);
             say!(
-                "up: {server} (pid {pid}) exited ({}); {}; run `cargo xtask restart {server}`",
+                "up: {name} (pid {}) exited ({}); {consequence}; run `cargo xtask restart {remedy}`",
+                process.pid(),
                 cmd::describe(status),
-                consequence(server, site)
             );
         }
     }
@@ -595,231 +334,138 @@ impl Supervisor {
     /// The reply to one control request, and whether to stop the stack afterwards.
     fn answer(&mut self, line: &str, reply: &Sender<String>) -> (String, bool) {
         let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
+        let (what, outcome) = match words.as_slice() {
             [verb @ ("restart" | "restart-cold"), name] => {
                 let server = match name.parse::<Server>() {
                     Ok(server) => server,
                     Err(error) => return (format!("error {error}"), false),
                 };
-                // Exits that happened before the request are reported as such, not as
-                // part of the restart.
-                self.report_exits();
-                match self.restart(server, *verb == "restart-cold") {
-                    Ok(done) => {
-                        say!("up: {done}");
-                        (format!("ok {done}"), false)
-                    }
-                    Err(err) => {
-                        say!("up: restarting {server} failed: {err:#}");
-                        (format!("error {err:#}"), false)
-                    }
-                }
+                let cold = *verb == "restart-cold";
+                say!(
+                    "up: restarting {server}{}...",
+                    if cold { " cold" } else { "" }
+                );
+                let outcome = match server {
+                    Server::Haproxy => self.stack.reload_haproxy(),
+                    Server::Origin(role) if cold => self.stack.restart_origin_cold(role),
+                    Server::Origin(role) => self.stack.restart_origin(role),
+                };
+                (format!("restarting {server}"), outcome)
             }
             ["redeploy", tier, build_id @ ..] if build_id.len() <= 1 => {
                 let tier = match tier.parse::<Tier>() {
                     Ok(tier) => tier,
                     Err(error) => return (format!("error {error}"), false),
                 };
-                self.report_exits();
-                let role = tier.main();
-                match self.redeploy(tier, build_id.first().copied(), &Progress::new(reply)) {
-                    Ok(done) => {
-                        say!("up: {done}");
-                        (format!("ok {done}"), false)
-                    }
-                    Err(err) => {
-                        say!("up: redeploying {role} failed: {err:#}");
-                        (format!("error {err:#}"), false)
-                    }
-                }
+                let mut progress = |line: &str| {
+                    say!("up: {line}");
+                    let _ = reply.send(format!("progress {line}"));
+                };
+                let outcome = self
+                    .stack
+                    .redeploy(tier, build_id.first().copied(), &mut progress);
+                (format!("redeploying {}", tier.main()), outcome)
             }
-            ["stop"] => ("ok stopping the stack".to_owned(), true),
-            _ => (
-                format!(
-                    "error unknown request `{line}`; expected `restart <name>`, \
-                     `redeploy <tier> [<build id>]` or `stop`"
-                ),
-                false,
-            ),
-        }
-    }
-
-    /// Restarts an origin on its held socket: the new process starts serving the socket next
-    /// to the old one, then the old one stops (SIGTERM lets its requests finish), so no
-    /// connection is refused and HAProxy never sees the server go away. `cold`: the old way,
-    /// for comparison: stop the process, close the socket, then start on a new one.
-    fn restart(&mut self, server: Server, cold: bool) -> Result<String> {
-        say!(
-            "up: restarting {server}{}...",
-            if cold { " cold" } else { "" }
-        );
-        note_in_log(server, "cargo xtask restart");
-        let Server::Origin(role) = server else {
-            return self.reload_haproxy();
-        };
-        if cold {
-            let slot = self.slot(server);
-            slot.socket = None;
-            if let Some(mut old) = slot.process.take() {
-                old.terminate(STOP_TIMEOUT);
+            ["stop"] => return ("ok stopping the stack".to_owned(), true),
+            _ => {
+                return (
+                    format!(
+                        "error unknown request `{line}`; expected `restart <name>`, \
+                         `redeploy <tier> [<build id>]` or `stop`"
+                    ),
+                    false,
+                )
             }
-            self.start_origin(role)?;
-            let slot = self.slot(server);
-            let pid = slot.process.as_ref().map_or(0, ServerProcess::pid);
-            return Ok(format!(
-                "{role} restarted cold on {}, pid {pid}",
-                slot.listen
-            ));
-        }
-        let old = self.slot(server).process.take();
-        if let Err(err) = self.start_origin(role) {
-            // The old process (if any) keeps serving.
-            self.slot(server).process = old;
-            return Err(err.context(format!("the old {role} keeps serving")));
-        }
-        if let Some(mut old) = old {
-            let pid = old.pid();
-            let status = old.terminate(STOP_TIMEOUT);
-            say!(
-                "up: the old {role} (pid {pid}) stopped ({})",
-                status.map_or("status unknown".to_owned(), cmd::describe)
-            );
-        }
-        let slot = self.slot(server);
-        let pid = slot.process.as_ref().map_or(0, ServerProcess::pid);
-        Ok(format!(
-            "{role} restarted on {} (socket held), pid {pid}",
-            slot.listen
-        ))
-    }
-
-    /// SIGUSR2 to HAProxy's master re-reads haproxy.cfg and replaces the workers without
-    /// closing the port; if HAProxy is not running, it is started instead.
-    fn reload_haproxy(&mut self) -> Result<String> {
-        let Some(master) = self
-            .slot(Server::Haproxy)
-            .process
-            .as_ref()
-            .map(ServerProcess::pid)
-        else {
-            self.start_haproxy()?;
-            let slot = self.slot(Server::Haproxy);
-            let pid = slot.process.as_ref().map_or(0, ServerProcess::pid);
-            return Ok(format!("haproxy was not running; started it, pid {pid}"));
         };
-        self.check_haproxy_config()?;
-        // HAProxy's environment still names the ports it was started with; the new workers
-        // take the ports a redeploy moved servers to from this file instead.
-        let saved = RuntimeApi::new(haproxy_socket())
-            .command("show servers state")
-            .map_err(anyhow::Error::from)
-            .and_then(|state| {
-                fs::write(haproxy_state_file(), state).context("could not write the state file")
-            });
-        if let Err(err) = saved {
-            say!(
-                "up: could not save HAProxy's server states before the reload ({err:#}); the \
-                 new workers use the addresses HAProxy was started with"
-            );
-        }
-        let log = log_file(Server::Haproxy);
-        let seen = fs::metadata(&log).map_or(0, |meta| meta.len());
-        if let Some(haproxy) = &mut self.slot(Server::Haproxy).process {
-            haproxy.kill(Signal::SIGUSR2);
-        }
-        let outcome = driver::poll_until(RELOAD_TIMEOUT, "HAProxy reports the reload", || {
-            let bytes = fs::read(&log).map_err(|err| err.to_string())?;
-            let start = usize::try_from(seen).unwrap_or(0).min(bytes.len());
-            String::from_utf8_lossy(&bytes[start..])
-                .lines()
-                .find(|line| line.contains("Loading success") || line.contains("Loading failure"))
-                .map(str::to_owned)
-                .ok_or_else(|| "no \"Loading success\" or \"Loading failure\" yet".to_owned())
-        });
         match outcome {
-            Ok(line) if line.contains("Loading success") => Ok(format!(
-                "haproxy reloaded (SIGUSR2 to master pid {master}); new workers took over"
-            )),
-            Ok(_) => bail!(
-                "haproxy could not load haproxy.cfg again; the old workers keep serving. See {}",
-                log.display()
-            ),
-            Err(_) => Ok(format!(
-                "sent SIGUSR2 to haproxy (master pid {master}) but saw no \"Loading success\" in \
-                 {} within {} s",
-                log.display(),
-                RELOAD_TIMEOUT.as_secs()
-            )),
+            Ok(done) => {
+                say!("up: {done}");
+                (format!("ok {done}"), false)
+            }
+            Err(err) => {
+                say!("up: {what} failed: {err}");
+                (format!("error {err}"), false)
+            }
         }
     }
 
-    /// Stops every server: SIGTERM, a bounded wait, then SIGKILL. A second Ctrl-C skips the
-    /// wait. Every child is reaped before this returns.
+    /// Stops every process: SIGTERM, a bounded wait, then SIGKILL. A second Ctrl-C skips the
+    /// wait. Every child is reaped, and across hosts the network removed, when the stack is
+    /// dropped after this.
     fn shutdown(&mut self, events: &Receiver<Event>) {
-        for process in self
-            .slots
-            .iter_mut()
-            .filter_map(|slot| slot.process.as_mut())
-        {
-            // SIGCONT too, so that a server stopped on purpose (`kill -STOP`) can act on it.
-            process.kill(Signal::SIGTERM);
-            process.cont();
+        for process in self.stack.processes_mut() {
+            if process.is_running() {
+                // SIGCONT too, so that a server stopped on purpose (`kill -STOP`) can act on it.
+                process.kill(Signal::SIGTERM);
+                process.cont();
+            }
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
-            for slot in &mut self.slots {
-                if let Some(process) = &mut slot.process {
-                    if let Some(status) = process.exit_status() {
-                        say!(
-                            "up: {} (pid {}) stopped ({})",
-                            slot.server,
-                            process.pid(),
-                            cmd::describe(status)
-                        );
-                        slot.process = None;
-                    }
+            let mut running = 0;
+            for process in self.stack.processes_mut() {
+                match process.exit_status() {
+                    Some(status) if self.reported.insert(process.pid()) => say!(
+                        "up: {} (pid {}) stopped ({})",
+                        process.name(),
+                        process.pid(),
+                        cmd::describe(status)
+                    ),
+                    Some(_) => {}
+                    None => running += 1,
                 }
             }
-            if self.slots.iter().all(|slot| slot.process.is_none()) {
+            if running == 0 {
                 return;
             }
             if Instant::now() >= deadline {
                 say!(
-                    "up: still running {} s after SIGTERM; sending SIGKILL",
+                    "up: {running} still running {} s after SIGTERM; sending SIGKILL",
                     STOP_TIMEOUT.as_secs()
                 );
-                break;
+                return;
             }
             match events.recv_timeout(Duration::from_millis(100)) {
                 Ok(Event::Signal(Signal::SIGCHLD)) | Err(_) => {}
                 Ok(Event::Signal(_)) => {
                     say!("up: second stop signal; sending SIGKILL");
-                    break;
+                    return;
                 }
                 Ok(Event::Request(_, reply)) => {
                     let _ = reply.send("error the stack is stopping".to_owned());
                 }
             }
         }
-        for slot in &mut self.slots {
-            if let Some(process) = slot.process.take() {
-                say!("up: {} (pid {}) killed", slot.server, process.pid());
-                // Dropping the guard kills its process group and reaps it.
-                drop(process);
-                let _ = fs::remove_file(pid_file(slot.server));
-            }
-        }
     }
 }
 
-/// What a visitor notices once this server is gone.
-fn consequence(server: Server, site: SocketAddr) -> String {
-    match server {
-        Server::Haproxy => format!("nothing answers on http://{site}/ now"),
-        Server::Origin(role) if role.is_main() => {
+/// What a visitor notices once process `name` is gone, and which server to restart.
+fn consequence(name: &str, site: SocketAddr) -> (String, &'static str) {
+    if name == "haproxy" {
+        return (format!("nothing answers on http://{site}/ now"), "haproxy");
+    }
+    if name.starts_with("haproxy-") {
+        return (
+            "keepalived moves the VIP to the other load balancer within a second".to_owned(),
+            "haproxy",
+        );
+    }
+    if name.starts_with("keepalived-") {
+        return (
+            "that load balancer takes no part in VRRP now".to_owned(),
+            "haproxy",
+        );
+    }
+    match Role::ALL.into_iter().find(|role| role.name() == name) {
+        Some(role) if role.is_main() => (
             "once HAProxy's health checks mark it down, the site shows the maintenance page"
-                .to_owned()
-        }
-        Server::Origin(role) => format!("the {} backend has no backup server now", role.backend()),
+                .to_owned(),
+            role.name(),
+        ),
+        Some(role) => (
+            format!("the {} backend has no backup server now", role.backend()),
+            role.name(),
+        ),
+        None => ("".to_owned(), "haproxy"),
     }
 }

@@ -1,12 +1,16 @@
-//! `cargo xtask redeploy` and `cargo xtask restart` under load drop no request.
+//! `cargo xtask redeploy` and `cargo xtask restart` under load drop no request, on loopback
+//! and across hosts.
 //!
-//! Runs the real `xtask up` on a stack of its own (a temporary `--stack-dir`, a free port, a
-//! stub www/), sends steady load through HAProxy with `xtask load --strict`, redeploys both
-//! tiers several times meanwhile, and requires a clean load report: no failed request, no
-//! 5xx, no maintenance answer. Every process it starts is stopped when it ends, pass or fail.
+//! Runs the real `xtask up` on a stack of its own (a temporary `--stack-dir`, a free port or
+//! `--hosts`, a stub www/), sends steady load through HAProxy (across hosts: through the VIP)
+//! with `xtask load --strict`, redeploys and restarts meanwhile, and requires a clean load
+//! report: no failed request, no 5xx, no maintenance answer. Every process, namespace and
+//! link it starts is removed when it ends, pass or fail. The hosts test needs root, like the
+//! driver's hosts suite, and fails saying so without it.
 
 use std::{
-    env, fs,
+    env, fs, io,
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::{Mutex, MutexGuard, PoisonError},
@@ -27,7 +31,7 @@ const ROUNDS: usize = 3;
 fn redeploys_under_load_fail_no_request() {
     let _turn = build_origin();
     let scratch = tempfile::tempdir().expect("a temporary directory");
-    let stack = StackUnderTest::start(scratch.path());
+    let stack = StackUnderTest::start(scratch.path(), Where::Loopback);
 
     let mut load = LoadUnderTest::start(&stack, 500, &["/", "/api/data"]);
     let mut builds = Vec::new();
@@ -86,7 +90,7 @@ fn redeploys_under_load_fail_no_request() {
 fn restarts_under_load_refuse_nothing() {
     let _turn = build_origin();
     let scratch = tempfile::tempdir().expect("a temporary directory");
-    let stack = StackUnderTest::start(scratch.path());
+    let stack = StackUnderTest::start(scratch.path(), Where::Loopback);
 
     let mut load = LoadUnderTest::start(&stack, 500, &["/", "/api/data"]);
     for _ in 0..ROUNDS {
@@ -134,6 +138,88 @@ fn restarts_under_load_refuse_nothing() {
                 0,
                 "HAProxy counted {meaning} ({field}) on {role} across {ROUNDS} restarts: {row:?}"
             );
+        }
+    }
+    assert_success(&stack.xtask(&["stop"]), &stack);
+}
+
+/// Across hosts (`up --hosts`): every redeploy switches both load balancers, the new process
+/// runs on the origin's host on its other port, and a restart takes over the socket held on
+/// the origin's host; under load through the VIP nothing fails, and neither HAProxy sees a
+/// refused connection or marks a main server down.
+#[test]
+fn across_hosts_redeploys_and_restarts_fail_no_request() {
+    let _turn = build_origin();
+    let scratch = tempfile::tempdir().expect("a temporary directory");
+    let stack = StackUnderTest::start(scratch.path(), Where::Hosts);
+
+    let mut load = LoadUnderTest::start(&stack, 300, &["/", "/api/data"]);
+    // Twice per tier: from the origin's first port to its second and back.
+    for round in 1..=2 {
+        for tier in ["api", "static"] {
+            let id = format!("{tier}-hosts-{round}");
+            assert_success(&stack.xtask(&["redeploy", tier, "--build-id", &id]), &stack);
+            assert_eq!(stack.build_of(tier), id, "{tier} serves another build");
+            if round == 1 {
+                // The new process listens on its host's other port: closed to all but the
+                // load balancers, like the first one.
+                let role = tier.parse::<driver::Tier>().expect("a tier").main();
+                let addr =
+                    SocketAddr::from((driver::Host::Origin(role).ip(), driver::ORIGIN_NEXT_PORT));
+                match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                    Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {}
+                    other => panic!("{addr} must refuse the root namespace, got {other:?}"),
+                }
+            }
+        }
+    }
+    for role in ["api-main", "static-main"] {
+        let before = stack.pid_of(role);
+        assert_success(&stack.xtask(&["restart", role]), &stack);
+        assert_ne!(
+            before,
+            stack.pid_of(role),
+            "`restart {role}` left the same process"
+        );
+    }
+    // Both balancers reload; the VIP stays where it is.
+    assert_success(&stack.xtask(&["restart", "haproxy"]), &stack);
+    let (report, printed) = load.stop();
+    println!("{printed}");
+    assert!(
+        load.succeeded() && report["clean"] == true,
+        "the load through the VIP saw failed requests, 5xx or maintenance answers across \
+         redeploys and restarts:\n{printed}\n--- up ---\n{}",
+        stack.log()
+    );
+    for lb in driver::Host::BALANCERS {
+        let api = driver::RuntimeApi::new(stack.dir.join(format!("haproxy-{lb}.sock")));
+        for role in [driver::Role::ApiMain, driver::Role::StaticMain] {
+            let state = api
+                .server_state(role)
+                .unwrap_or_else(|err| panic!("{lb}'s runtime API: {err}\n{}", stack.log()));
+            assert_eq!(
+                (state.addr.as_str(), state.port, state.is_up()),
+                (
+                    driver::Host::Origin(role).ip().to_string().as_str(),
+                    driver::ORIGIN_PORT,
+                    true
+                ),
+                "after two redeploys {lb} must send {role} to its host's first port again"
+            );
+            let row = api
+                .server_stat(role)
+                .unwrap_or_else(|err| panic!("{lb}'s runtime API: {err}"));
+            for (field, meaning) in [
+                ("econ", "refused or failed connections"),
+                ("chkdown", "times marked down"),
+            ] {
+                assert_eq!(
+                    row.count(field),
+                    0,
+                    "{lb} counted {meaning} ({field}) on {role}: {row:?}"
+                );
+            }
         }
     }
     assert_success(&stack.xtask(&["stop"]), &stack);
@@ -196,34 +282,60 @@ fn assert_success(output: &Output, stack: &StackUnderTest) {
     );
 }
 
+/// Where the stack under test runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Where {
+    /// `up --listen 127.0.0.1:<free port>`.
+    Loopback,
+    /// `up --hosts`: network namespaces, the site on the VIP.
+    Hosts,
+}
+
 /// `xtask up` on a stack of its own. Dropping it stops `up` (SIGTERM, then SIGKILL after a
-/// bound) and kills whatever server its pid files still name.
+/// bound) and kills whatever server its pid files still name; across hosts, a network a
+/// killed `up` left goes too.
 struct StackUnderTest {
     up: ServerProcess,
     dir: PathBuf,
     site: String,
+    topology: Where,
 }
 
 impl StackUnderTest {
-    fn start(scratch: &Path) -> Self {
+    fn start(scratch: &Path, topology: Where) -> Self {
         let www = scratch.join("www");
         write_stub_www(&www);
         let dir = scratch.join("stack");
-        let site = format!("127.0.0.1:{}", driver::free_port());
+        let (site, place) = match topology {
+            Where::Loopback => {
+                let site = format!("127.0.0.1:{}", driver::free_port());
+                (site.clone(), vec!["--listen".to_owned(), site])
+            }
+            Where::Hosts => (
+                format!("{}:{}", driver::VIP, driver::SITE_PORT),
+                vec!["--hosts".to_owned()],
+            ),
+        };
         let up = ServerProcess::spawn(
             ProcessSpec::new("xtask up", XTASK)
                 .arg("--stack-dir")
                 .arg(&dir)
-                .args(["up", "--no-build", "--listen", &site, "--www"])
-                .arg(&www),
+                .args(["up", "--no-build", "--www"])
+                .arg(&www)
+                .args(place),
         );
-        let mut stack = StackUnderTest { up, dir, site };
-        // Our `up` names the site in its haproxy.addr; without that check, another program
+        let mut stack = StackUnderTest {
+            up,
+            dir,
+            site,
+            topology,
+        };
+        // Our `up` names the site in its site.addr; without that check, another program
         // that took the free port meanwhile would pass for our stack.
         stack.wait_for(
             "this stack's HAProxy to serve /healthz and /api/healthz",
             || {
-                fs::read_to_string(stack.dir.join("haproxy.addr"))
+                fs::read_to_string(stack.dir.join("site.addr"))
                     .is_ok_and(|addr| addr.trim() == stack.site)
                     && stack
                         .get("/healthz")
@@ -301,7 +413,7 @@ impl StackUnderTest {
 
 impl Drop for StackUnderTest {
     fn drop(&mut self) {
-        self.up.terminate(STOP_TIMEOUT);
+        let stopped = self.up.terminate(STOP_TIMEOUT);
         // If `up` had to be killed, its servers (each its own process group) are still there.
         for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let path = entry.path();
@@ -309,19 +421,19 @@ impl Drop for StackUnderTest {
                 let pid = fs::read_to_string(&path)
                     .ok()
                     .and_then(|pid| pid.trim().parse().ok());
-                if let Some(pid) = pid.filter(|&pid| is_stack_process(pid)) {
+                if let Some(pid) = pid.filter(|&pid| driver::runs_stack_program(pid)) {
                     let _ =
                         nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
         }
+        let killed = !stopped.is_some_and(|status| status.success());
+        if self.topology == Where::Hosts && killed {
+            if let Err(error) = driver::remove_leftovers() {
+                eprintln!("could not remove the network `up --hosts` left: {error}");
+            }
+        }
     }
-}
-
-/// Whether `pid` is one of the stack's programs (a pid file may name a recycled pid).
-fn is_stack_process(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/comm"))
-        .is_ok_and(|comm| matches!(comm.trim(), "origin" | "haproxy"))
 }
 
 /// What `up --www` needs: the dashboard, the maintenance page and the files HAProxy serves

@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use driver::{http::Request, ProcessSpec, Server, ServerProcess};
+use driver::{http::Request, ProcessSpec, ServerProcess};
 use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
@@ -155,16 +155,8 @@ impl Drop for Up {
     fn drop(&mut self) {
         self.process.terminate(STOP_LIMIT);
         // `up` stops its servers itself; should it have been killed, stop what it left.
-        for server in Server::ALL {
-            let Some(pid) = fs::read_to_string(self.dir.join(format!("{server}.pid")))
-                .ok()
-                .and_then(|text| text.trim().parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if crate::files::process_alive(pid, server.program()) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
+        for (_, pid) in crate::files::live_processes(&self.dir) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }
