@@ -100,18 +100,19 @@ async fn haproxy_views(
     request: &HttpRequest,
     api: &ApiMain,
 ) -> (HaproxyReport, Vec<BalancerReport>) {
-    if api.peers.is_empty() {
+    if api.stats.peers.is_empty() {
         let report = haproxy_stats::report(&api.stats.path, api.stats.timeout).await;
         return (report, Vec::new());
     }
     let from = request.peer_addr().map(|addr| addr.ip());
     let reads: Vec<_> = api
+        .stats
         .peers
         .iter()
         .map(|peer| tokio::spawn(haproxy_stats::report_tcp(peer.addr, api.stats.timeout)))
         .collect();
     let mut balancers = Vec::with_capacity(reads.len());
-    for (peer, read) in api.peers.iter().zip(reads) {
+    for (peer, read) in api.stats.peers.iter().zip(reads) {
         let haproxy = read.await.unwrap_or_else(|error| HaproxyReport {
             reachable: false,
             error: Some(format!("reading its stats failed: {error}")),

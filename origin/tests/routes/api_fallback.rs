@@ -16,6 +16,7 @@ async fn everything_is_503_maintenance() {
         stats: StatsSocket {
             path: "/nonexistent/haproxy.sock".into(),
             timeout: std::time::Duration::from_millis(100),
+            peers: Vec::new(),
         },
         hint: Default::default(),
     };
