@@ -222,6 +222,14 @@ pub struct Peer {
     pub addr: SocketAddr,
 }
 
+impl Peer {
+    /// Whether a request from `from` came through this load balancer: HAProxy connects to an
+    /// origin from its host's own address, the IP of its stats address.
+    pub fn forwarded(&self, from: Option<SocketAddr>) -> bool {
+        from.is_some_and(|from| from.ip() == self.addr.ip())
+    }
+}
+
 fn parse_peer(text: &str) -> Result<Peer, String> {
     let (name, addr) = text
         .split_once('=')
@@ -337,6 +345,15 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_peer_forwarded_what_came_from_its_address() {
+        let peer = parse_peer("lb-a=198.18.0.11:9100").unwrap();
+        // HAProxy connects from its host's address, on a port of its own choosing.
+        assert!(peer.forwarded(Some("198.18.0.11:41234".parse().unwrap())));
+        assert!(!peer.forwarded(Some("198.18.0.12:41234".parse().unwrap())));
+        assert!(!peer.forwarded(None), "a request without an address");
     }
 
     #[test]
