@@ -198,7 +198,8 @@ pub struct StatsSocket {
     /// Across hosts: each load balancer's read-only stats address as `name=ip:port`,
     /// comma-separated, read over TCP (every one at once) instead of the socket. api-main
     /// reports them all in `/api/data` (`balancers`) and the one that forwarded the request
-    /// as `haproxy`.
+    /// as `haproxy`; api-fallback answers a waiting recovery hint once the balancer that
+    /// forwarded it reports both main servers UP.
     #[arg(
         long = "haproxy-peers",
         env = "ORIGIN_HAPROXY_PEERS",
@@ -275,7 +276,8 @@ pub struct ApiMain {
 #[derive(Clone, Debug, Args)]
 #[group(skip)]
 pub struct ApiFallback {
-    /// HAProxy's stats socket, read while a recovery hint waits.
+    /// HAProxy's stats socket or, across hosts, every load balancer's: read while a recovery
+    /// hint waits.
     #[command(flatten)]
     pub stats: StatsSocket,
 
