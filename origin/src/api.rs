@@ -100,30 +100,22 @@ async fn haproxy_views(
     request: &HttpRequest,
     api: &ApiMain,
 ) -> (HaproxyReport, Vec<BalancerReport>) {
-    if api.peers.is_empty() {
+    if api.stats.peers.is_empty() {
         let report = haproxy_stats::report(&api.stats.path, api.stats.timeout).await;
         return (report, Vec::new());
     }
-    let from = request.peer_addr().map(|addr| addr.ip());
-    let reads: Vec<_> = api
+    let reports = haproxy_stats::report_peers(&api.stats.peers, api.stats.timeout).await;
+    let balancers: Vec<_> = api
+        .stats
         .peers
         .iter()
-        .map(|peer| tokio::spawn(haproxy_stats::report_tcp(peer.addr, api.stats.timeout)))
-        .collect();
-    let mut balancers = Vec::with_capacity(reads.len());
-    for (peer, read) in api.peers.iter().zip(reads) {
-        let haproxy = read.await.unwrap_or_else(|error| HaproxyReport {
-            reachable: false,
-            error: Some(format!("reading its stats failed: {error}")),
-            servers: Vec::new(),
-            backends: Vec::new(),
-        });
-        balancers.push(BalancerReport {
+        .zip(reports)
+        .map(|(peer, haproxy)| BalancerReport {
             name: peer.name.clone(),
-            forwarded: from == Some(peer.addr.ip()),
+            forwarded: peer.forwarded(request.peer_addr()),
             haproxy,
-        });
-    }
+        })
+        .collect();
     let shown = balancers
         .iter()
         .find(|b| b.forwarded && b.haproxy.reachable)

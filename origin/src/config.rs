@@ -181,7 +181,8 @@ pub struct StaticFallback {
 }
 
 /// HAProxy's stats socket (runtime API), which both API roles read: api-main for
-/// `/api/data`, api-fallback while a recovery hint waits.
+/// `/api/data`, api-fallback while a recovery hint waits. On one entry point that is the
+/// Unix socket; across hosts, every load balancer's TCP socket instead.
 #[derive(Clone, Debug, Args)]
 #[group(skip)]
 pub struct StatsSocket {
@@ -194,18 +195,40 @@ pub struct StatsSocket {
     )]
     pub path: PathBuf,
 
+    /// Across hosts: each load balancer's read-only stats address as `name=ip:port`,
+    /// comma-separated, read over TCP (every one at once) instead of the socket. api-main
+    /// reports them all in `/api/data` (`balancers`) and the one that forwarded the request
+    /// as `haproxy`; api-fallback answers a waiting recovery hint once the balancer that
+    /// forwarded it reports both main servers UP.
+    #[arg(
+        long = "haproxy-peers",
+        env = "ORIGIN_HAPROXY_PEERS",
+        value_name = "NAME=ADDR,...",
+        value_delimiter = ',',
+        value_parser = parse_peer
+    )]
+    pub peers: Vec<Peer>,
+
     /// Longest wait for the socket (connect, command and answer together).
     #[arg(skip = DEFAULT_STATS_TIMEOUT)]
     pub timeout: Duration,
 }
 
-/// One load balancer whose stats api-main reads over TCP.
+/// One load balancer whose stats the API roles read over TCP, across hosts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
     /// Its name, e.g. `lb-a`.
     pub name: String,
     /// Its `stats socket ipv4@...` address.
     pub addr: SocketAddr,
+}
+
+impl Peer {
+    /// Whether a request from `from` came through this load balancer: HAProxy connects to an
+    /// origin from its host's own address, the IP of its stats address.
+    pub fn forwarded(&self, from: Option<SocketAddr>) -> bool {
+        from.is_some_and(|from| from.ip() == self.addr.ip())
+    }
 }
 
 fn parse_peer(text: &str) -> Result<Peer, String> {
@@ -228,25 +251,13 @@ fn parse_peer(text: &str) -> Result<Peer, String> {
 #[derive(Clone, Debug, Args)]
 #[group(skip)]
 pub struct ApiMain {
-    /// HAProxy's stats socket, read for `/api/data`.
+    /// HAProxy's stats socket or, across hosts, every load balancer's: read for `/api/data`.
     #[command(flatten)]
     pub stats: StatsSocket,
 
     /// Build id reported by `/api/healthz`, `/api/data` and in logs and metrics.
     #[arg(long, env = "ORIGIN_BUILD_ID", value_name = "ID", default_value = DEFAULT_BUILD_ID)]
     pub build_id: String,
-
-    /// Across hosts: each load balancer's read-only stats address as `name=ip:port`,
-    /// comma-separated. `/api/data` then reads every one of them over TCP (`balancers`) and
-    /// reports the one that forwarded the request as `haproxy`, instead of the socket.
-    #[arg(
-        long = "haproxy-peers",
-        env = "ORIGIN_HAPROXY_PEERS",
-        value_name = "NAME=ADDR,...",
-        value_delimiter = ',',
-        value_parser = parse_peer
-    )]
-    pub peers: Vec<Peer>,
 
     /// Fault injection for end-to-end tests: hold every `/api/healthz` answer this many
     /// milliseconds, so a test can make the API's health slower than HAProxy's check timeout
@@ -265,7 +276,8 @@ pub struct ApiMain {
 #[derive(Clone, Debug, Args)]
 #[group(skip)]
 pub struct ApiFallback {
-    /// HAProxy's stats socket, read while a recovery hint waits.
+    /// HAProxy's stats socket or, across hosts, every load balancer's: read while a recovery
+    /// hint waits.
     #[command(flatten)]
     pub stats: StatsSocket,
 
@@ -300,35 +312,50 @@ mod tests {
 
     #[test]
     fn peers_are_names_with_addresses() {
-        let cli = Cli::try_parse_from([
-            "origin",
-            "api-main",
-            "--haproxy-peers",
-            "lb-a=198.18.0.11:9100,lb-b=198.18.0.12:9100",
-        ])
-        .unwrap();
-        let Role::ApiMain { api, .. } = cli.role else {
-            panic!("api-main parsed as {:?}", cli.role);
-        };
-        assert_eq!(
-            api.peers,
-            [
-                Peer {
-                    name: "lb-a".to_owned(),
-                    addr: "198.18.0.11:9100".parse().unwrap()
-                },
-                Peer {
-                    name: "lb-b".to_owned(),
-                    addr: "198.18.0.12:9100".parse().unwrap()
-                },
-            ]
-        );
-        for bad in ["198.18.0.11:9100", "=198.18.0.11:9100", "lb-a=nowhere"] {
-            assert!(
-                Cli::try_parse_from(["origin", "api-main", "--haproxy-peers", bad]).is_err(),
-                "{bad} was accepted"
+        // Both API roles read the load balancers across hosts, so both take the flag.
+        for role in ["api-main", "api-fallback"] {
+            let cli = Cli::try_parse_from([
+                "origin",
+                role,
+                "--haproxy-peers",
+                "lb-a=198.18.0.11:9100,lb-b=198.18.0.12:9100",
+            ])
+            .unwrap();
+            let stats = match cli.role {
+                Role::ApiMain { api, .. } => api.stats,
+                Role::ApiFallback { api, .. } => api.stats,
+                other => panic!("{role} parsed as {other:?}"),
+            };
+            assert_eq!(
+                stats.peers,
+                [
+                    Peer {
+                        name: "lb-a".to_owned(),
+                        addr: "198.18.0.11:9100".parse().unwrap()
+                    },
+                    Peer {
+                        name: "lb-b".to_owned(),
+                        addr: "198.18.0.12:9100".parse().unwrap()
+                    },
+                ],
+                "{role}"
             );
+            for bad in ["198.18.0.11:9100", "=198.18.0.11:9100", "lb-a=nowhere"] {
+                assert!(
+                    Cli::try_parse_from(["origin", role, "--haproxy-peers", bad]).is_err(),
+                    "{role} accepted {bad}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn a_peer_forwarded_what_came_from_its_address() {
+        let peer = parse_peer("lb-a=198.18.0.11:9100").unwrap();
+        // HAProxy connects from its host's address, on a port of its own choosing.
+        assert!(peer.forwarded(Some("198.18.0.11:41234".parse().unwrap())));
+        assert!(!peer.forwarded(Some("198.18.0.12:41234".parse().unwrap())));
+        assert!(!peer.forwarded(None), "a request without an address");
     }
 
     #[test]

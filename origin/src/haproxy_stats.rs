@@ -13,6 +13,8 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::config::Peer;
+
 /// Largest answer read from the socket; a real `show stat` for this stack is a few kB.
 const MAX_ANSWER_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -140,6 +142,25 @@ pub async fn report(socket: &Path, limit: Duration) -> HaproxyReport {
 pub async fn report_tcp(addr: SocketAddr, limit: Duration) -> HaproxyReport {
     let connect = async { TcpStream::connect(addr).await.map_err(StatsError::Connect) };
     report_from(connect, limit).await
+}
+
+/// Every load balancer's view across hosts, in the order of `peers`: read at once, one task
+/// each, so the slowest one sets the pace rather than the sum of them.
+pub async fn report_peers(peers: &[Peer], limit: Duration) -> Vec<HaproxyReport> {
+    let reads: Vec<_> = peers
+        .iter()
+        .map(|peer| tokio::spawn(report_tcp(peer.addr, limit)))
+        .collect();
+    let mut reports = Vec::with_capacity(reads.len());
+    for read in reads {
+        reports.push(read.await.unwrap_or_else(|error| HaproxyReport {
+            reachable: false,
+            error: Some(format!("reading its stats failed: {error}")),
+            servers: Vec::new(),
+            backends: Vec::new(),
+        }));
+    }
+    reports
 }
 
 async fn report_from<S: AsyncRead + AsyncWrite + Unpin>(

@@ -28,9 +28,9 @@ async fn app_with_health_delay(
         stats: StatsSocket {
             path: socket.to_owned(),
             timeout: stats_timeout,
+            peers: Vec::new(),
         },
         build_id: "build-42".to_owned(),
-        peers: Vec::new(),
         health_delay_ms,
     };
     let metrics = Metrics::new("api-main", "build-42").unwrap();

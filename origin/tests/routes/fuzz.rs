@@ -204,6 +204,7 @@ fn api_fallback_survives_arbitrary_requests() {
         stats: StatsSocket {
             path: "/nonexistent/haproxy.sock".into(),
             timeout: std::time::Duration::from_millis(100),
+            peers: Vec::new(),
         },
         hint: Default::default(),
     };

@@ -37,9 +37,9 @@ fn roles(site: &Site) -> Vec<Role> {
                 stats: StatsSocket {
                     path: site.root().join("haproxy.sock"),
                     timeout: DEFAULT_STATS_TIMEOUT,
+                    peers: Vec::new(),
                 },
                 build_id: build_id.clone(),
-                peers: Vec::new(),
                 health_delay_ms: 0,
             },
         },
@@ -51,6 +51,7 @@ fn roles(site: &Site) -> Vec<Role> {
                 stats: StatsSocket {
                     path: "/nonexistent/haproxy.sock".into(),
                     timeout: std::time::Duration::from_millis(100),
+                    peers: Vec::new(),
                 },
                 hint: Default::default(),
             },

@@ -1,14 +1,15 @@
 //! A throw-away site on disk, a fake HAProxy stats socket and small request helpers.
 
 use std::fs;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use actix_web::dev::ServiceResponse;
 use actix_web::http::header::HeaderName;
 use actix_web::test;
 use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixListener};
 
 /// What `show stat` printed on Debian's HAProxy 2.6.12 for a stack like ours, with api-main
 /// put in MAINT over the runtime API and four requests then answered by api-fallback.
@@ -84,29 +85,50 @@ pub async fn body_text<B: actix_web::body::MessageBody>(res: ServiceResponse<B>)
 pub fn fake_stats_socket(path: &Path, answer: Option<&'static str>) {
     let listener = UnixListener::bind(path).expect("bind the fake stats socket");
     actix_web::rt::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            actix_web::rt::spawn(async move {
-                let mut stream = BufReader::new(stream);
-                let mut command = String::new();
-                if stream.read_line(&mut command).await.is_err() {
-                    return;
-                }
-                match answer {
-                    Some(answer) if command == "show stat\n" => {
-                        let _ = stream.get_mut().write_all(answer.as_bytes()).await;
-                    }
-                    Some(_) => {
-                        let _ = stream.get_mut().write_all(b"Unknown command.\n\n").await;
-                    }
-                    // Hold the connection until the client gives up.
-                    None => {
-                        let _ = stream.read_line(&mut command).await;
-                    }
-                }
-            });
+        while let Ok((stream, _)) = listener.accept().await {
+            actix_web::rt::spawn(answer_show_stat(stream, answer));
         }
     });
+}
+
+/// The same on TCP, as a load balancer's `stats socket ipv4@...` across hosts: listens on a
+/// free port of `ip` (any 127.x.y.z works on Linux, so fakes can stand for distinct hosts)
+/// and returns the address.
+pub async fn fake_stats_tcp(ip: IpAddr, answer: Option<&'static str>) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0))
+        .await
+        .unwrap_or_else(|err| panic!("cannot bind a fake stats socket on {ip}: {err}"));
+    let addr = listener
+        .local_addr()
+        .expect("the fake stats socket's address");
+    actix_web::rt::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            actix_web::rt::spawn(answer_show_stat(stream, answer));
+        }
+    });
+    addr
+}
+
+/// One exchange of the fake runtime API (see [`fake_stats_socket`]).
+async fn answer_show_stat(
+    stream: impl AsyncRead + AsyncWrite + Unpin,
+    answer: Option<&'static str>,
+) {
+    let mut stream = BufReader::new(stream);
+    let mut command = String::new();
+    if stream.read_line(&mut command).await.is_err() {
+        return;
+    }
+    match answer {
+        Some(answer) if command == "show stat\n" => {
+            let _ = stream.get_mut().write_all(answer.as_bytes()).await;
+        }
+        Some(_) => {
+            let _ = stream.get_mut().write_all(b"Unknown command.\n\n").await;
+        }
+        // Hold the connection until the client gives up.
+        None => {
+            let _ = stream.read_line(&mut command).await;
+        }
+    }
 }
