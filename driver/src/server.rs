@@ -69,15 +69,17 @@ impl FromStr for Server {
 }
 
 /// The command line of `role`'s origin server: `origin <role> --listen <listen> --build-id
-/// <id>`, plus `--www` for the static tier and `--haproxy-socket` for the API tier. Ready once it
-/// prints its address; restarts keep that address.
+/// <id>`, plus `--www` for the static tier and, given one, `--haproxy-socket` for the API tier
+/// (across hosts the API roles read the load balancers over TCP instead, see
+/// [`crate::Topology::place_origin`]). Ready once it prints its address; restarts keep that
+/// address.
 pub fn origin_spec(
     binary: &Path,
     role: Role,
     listen: SocketAddr,
     build_id: &str,
     www: &Path,
-    stats_socket: &Path,
+    stats_socket: Option<&Path>,
 ) -> ProcessSpec {
     let mut spec = ProcessSpec::new(role.name(), binary)
         .arg(role.name())
@@ -88,9 +90,9 @@ pub fn origin_spec(
     if role.tier() == Tier::Static {
         spec = spec.arg("--www").arg(www);
     }
-    if role.tier() == Tier::Api {
+    if let (Tier::Api, Some(socket)) = (role.tier(), stats_socket) {
         // api-main for /api/data, api-fallback for the recovery hint.
-        spec = spec.arg("--haproxy-socket").arg(stats_socket);
+        spec = spec.arg("--haproxy-socket").arg(socket);
     }
     spec
 }

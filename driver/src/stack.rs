@@ -400,7 +400,11 @@ impl Stack {
             listen,
             build_id,
             &self.www,
-            &self.haproxy_socket(Host::LbA),
+            // Across hosts no origin can reach a balancer's Unix socket.
+            self.network
+                .is_none()
+                .then(|| self.haproxy_socket(Host::LbA))
+                .as_deref(),
         );
         if let Some(socket) = socket {
             spec = spec.listener(socket);

@@ -180,10 +180,11 @@ impl Topology {
         }
     }
 
-    /// Origin `role`'s `spec` placed on its host; across hosts api-main also gets every load
-    /// balancer's stats address (`--haproxy-peers`), as it cannot read their Unix sockets.
+    /// Origin `role`'s `spec` placed on its host; across hosts the API roles also get every
+    /// load balancer's stats address (`--haproxy-peers`), as they cannot read their Unix
+    /// sockets: api-main for `/api/data`, api-fallback for the recovery hint.
     pub fn place_origin(&self, role: Role, mut spec: ProcessSpec) -> ProcessSpec {
-        if role == Role::ApiMain && matches!(self, Topology::Hosts { .. }) {
+        if role.tier() == contract::Tier::Api && matches!(self, Topology::Hosts { .. }) {
             let peers: Vec<String> = Host::BALANCERS
                 .iter()
                 .map(|lb| format!("{lb}={}:{STATS_PORT}", lb.ip()))

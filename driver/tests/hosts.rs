@@ -16,6 +16,9 @@ use driver::{
     expect, BalancerFault, Host, Role, Signal, Stack, ORIGIN_PORT, SITE_PORT, STATS_PORT,
 };
 
+#[path = "shared/hint.rs"]
+mod held_hint;
+
 /// Bound for a VIP move or HAProxy noticing a host gone; generous for a busy machine.
 const FAILOVER: Duration = Duration::from_secs(15);
 
@@ -546,5 +549,15 @@ fn f14_vrrp_split_both_balancers_serve() {
         failed <= 2,
         "{failed} requests failed across the split, more than the two ARP flips explain: \
          {samples:?}"
+    );
+}
+
+/// api-fallback reads both load balancers' statistics over TCP (no Unix socket reaches it
+/// across hosts): a maintenance tab's held hint is answered through the VIP once api-main is
+/// back.
+#[test]
+fn the_recovery_hint_reads_the_balancers_across_hosts() {
+    held_hint::a_held_hint_answers_once_haproxy_reports_both_mains_up(
+        Stack::builder().hosts().start(),
     );
 }

@@ -6,6 +6,8 @@
 
 mod bad_input;
 mod failover;
+#[path = "../shared/hint.rs"]
+mod held_hint;
 mod hint;
 mod last_resort;
 mod overload;
