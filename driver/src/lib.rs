@@ -13,8 +13,9 @@
 //!   panicking form for tests; nothing here sleeps a fixed time.
 //! - [`Topology`] says where each server runs: every server on one loopback address, or
 //!   each on its own [`Host`] (a network namespace; [`Network`] makes and removes them).
-//! - [`Stack`] starts a whole test stack in a temporary directory, waits until it is healthy,
-//!   and kills and reaps every process when dropped.
+//! - [`Stack`] starts a whole stack (in a temporary directory, or `cargo xtask up`'s
+//!   target/stack), waits until it is healthy, restarts, reloads and redeploys it without a
+//!   failed request, and kills and reaps every process when dropped.
 //! - [`http`] is the workspace's one HTTP client (hyper's HTTP/1.1 client connection behind a
 //!   blocking `Request::send`, and a keep-alive `Connection`), plus `send_raw` for the
 //!   deliberately malformed or cut requests no client sends.
