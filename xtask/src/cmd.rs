@@ -2,6 +2,7 @@
 
 use std::{
     os::unix::process::ExitStatusExt,
+    path::PathBuf,
     process::{Command, ExitStatus, Output, Stdio},
 };
 
@@ -65,6 +66,34 @@ pub fn describe(status: ExitStatus) -> String {
         },
         None => "unknown status".to_owned(),
     }
+}
+
+/// The release build of the origin servers, which `up` and the benchmarks run: built first
+/// (`cargo build --release -p origin`) when `build`, else only looked for.
+pub fn release_origin(build: bool) -> Result<PathBuf> {
+    if build {
+        let mut cargo = Command::new("cargo");
+        cargo.args([
+            "build",
+            "--release",
+            "--package",
+            "origin",
+            "--bin",
+            "origin",
+        ]);
+        println!("xtask: {}", display(&cargo));
+        run(&mut cargo)
+            .context("the origin servers do not build; cargo's output above says why")?;
+    }
+    let binary = driver::target_dir().join("release/origin");
+    if !binary.is_file() {
+        bail!(
+            "{} is missing: run `cargo build --release -p origin` (or leave out --no-build); \
+             if it was built, CARGO_TARGET_DIR or build.target-dir points elsewhere",
+            binary.display()
+        );
+    }
+    Ok(binary)
 }
 
 #[cfg(test)]

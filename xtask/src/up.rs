@@ -62,20 +62,8 @@ pub fn up(args: &UpArgs) -> Result<()> {
     if !args.no_build {
         install::apt(&[install::APT_RUN, install::APT_HOSTS].concat())?;
         client::build()?;
-        let mut build = Command::new("cargo");
-        build.args(["build", "--release", "-p", "origin"]);
-        println!("up: {}", cmd::display(&build));
-        cmd::run(&mut build)
-            .context("the origin servers do not build; cargo's output above says why")?;
     }
-    let origin = driver::target_dir().join("release/origin");
-    if !origin.exists() {
-        bail!(
-            "{} is missing: run `cargo build --release -p origin` (or `cargo xtask up` without \
-             --no-build); if it was built, CARGO_TARGET_DIR or build.target-dir points elsewhere",
-            origin.display()
-        );
-    }
+    let origin = cmd::release_origin(!args.no_build)?;
     // Again: another `up` may have started while this one was building.
     refuse_if_running(args)?;
     files::clear_stack_dir(false)?;

@@ -522,7 +522,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     install::everything(true)?;
     client::build()?;
-    let origin = build_release_origin()?;
+    let origin = cmd::release_origin(true)?;
     // Every Stack the harness starts runs this build (see driver::ORIGIN_BIN_ENV). Set while
     // this process has a single thread: nothing has been spawned yet.
     env::set_var(driver::ORIGIN_BIN_ENV, &origin);
@@ -648,30 +648,6 @@ fn measure(bench: &Bench, id: FigureId) -> Outcome {
 
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().trim().to_owned()
-}
-
-/// `cargo build --release -p origin --bin origin`, returning the binary's path.
-fn build_release_origin() -> Result<PathBuf> {
-    let mut build = Command::new("cargo");
-    build.args([
-        "build",
-        "--release",
-        "--package",
-        "origin",
-        "--bin",
-        "origin",
-    ]);
-    println!("bench: {}", cmd::display(&build));
-    cmd::run(&mut build)
-        .context("the origin servers do not build; cargo's output above says why")?;
-    let binary = driver::target_dir().join("release/origin");
-    if !binary.is_file() {
-        bail!(
-            "cargo built origin but {} does not exist; is CARGO_BUILD_TARGET set?",
-            binary.display()
-        );
-    }
-    Ok(binary)
 }
 
 /// The command that reproduces this run.
