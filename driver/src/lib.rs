@@ -61,8 +61,8 @@ pub use paths::{
     free_port, free_port_on, haproxy_binary, origin_binary, private_loopback, target_dir,
     workspace_root, ORIGIN_BIN_ENV,
 };
-pub use process::{runs_stack_program, ProcessSpec, Readiness, ServerProcess};
-pub use server::{origin_spec, Server};
+pub use process::{ProcessSpec, Readiness, ServerProcess};
+pub use server::{origin_spec, runs_stack_program, Server};
 pub use stack::{default_www_dir, BalancerFault, Stack, StackBuilder, WWW_ENV};
 pub use topology::{
     Host, Topology, BRIDGE_IP, ORIGIN_NEXT_PORT, ORIGIN_PORT, SITE_PORT, STATS_PORT, VIP,

@@ -13,10 +13,9 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 
 use crate::process::{ProcessSpec, Readiness};
-use crate::topology::{Host, Topology, BRIDGE_IP, ORIGIN_NEXT_PORT, ORIGIN_PORT, STATS_PORT, VIP};
-
-/// The start of every namespace and link name this module makes.
-pub(crate) const PREFIX: &str = "dsh";
+use crate::topology::{
+    Host, Topology, BRIDGE_IP, ORIGIN_NEXT_PORT, ORIGIN_PORT, PREFIX, STATS_PORT, VIP,
+};
 
 /// One multi-host topology at a time per machine: each one's bridge holds [`BRIDGE_IP`].
 const LOCK_FILE: &str = "/tmp/dsh-hosts.lock";

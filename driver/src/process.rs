@@ -263,28 +263,6 @@ fn drain(
     }
 }
 
-/// Whether `pid` is a live (not zombie) process of one of the stack's programs: `origin`,
-/// `haproxy` (`haproxy-lb-a`, `haproxy-lb-b` across hosts) or `keepalived`. A pid file may
-/// name a pid the system has since given to another program; this tells them apart.
-pub fn runs_stack_program(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "pid (comm) state ...": comm may itself contain spaces and parentheses.
-    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-        return false;
-    };
-    let comm = &stat[open + 1..close];
-    let state = stat[close + 1..].trim_start().chars().next();
-    let ours = comm == "origin"
-        || comm == "keepalived"
-        || comm == "haproxy"
-        || comm
-            .strip_prefix("haproxy-")
-            .is_some_and(|host| crate::Host::BALANCERS.iter().any(|lb| lb.name() == host));
-    ours && state != Some('Z')
-}
-
 /// A running child process; dropping it kills it (SIGKILL, after SIGCONT if stopped) and reaps
 /// it, whether the test passed or panicked.
 pub struct ServerProcess {

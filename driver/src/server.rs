@@ -8,6 +8,7 @@ use std::str::FromStr;
 use contract::{Role, Tier};
 
 use crate::process::{ProcessSpec, Readiness};
+use crate::topology::Host;
 
 /// One server of the stack: HAProxy in front, or an origin role behind it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,6 +67,28 @@ impl FromStr for Server {
                 )
             })
     }
+}
+
+/// Whether `pid` is a live (not zombie) process of one of the stack's programs: `origin`,
+/// `haproxy` (`haproxy-lb-a`, `haproxy-lb-b` across hosts) or `keepalived`. A pid file may
+/// name a pid the system has since given to another program; this tells them apart.
+pub fn runs_stack_program(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ...": comm may itself contain spaces and parentheses.
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
+    let comm = &stat[open + 1..close];
+    let state = stat[close + 1..].trim_start().chars().next();
+    let ours = comm == "origin"
+        || comm == "keepalived"
+        || comm == "haproxy"
+        || comm
+            .strip_prefix("haproxy-")
+            .is_some_and(|host| Host::BALANCERS.iter().any(|lb| lb.name() == host));
+    ours && state != Some('Z')
 }
 
 /// The command line of `role`'s origin server: `origin <role> --listen <listen> --build-id

@@ -10,6 +10,9 @@ use contract::Role;
 use crate::paths::{free_port_on, private_loopback};
 use crate::process::ProcessSpec;
 
+/// The start of every namespace and link name of the multi-host topology.
+pub(crate) const PREFIX: &str = "dsh";
+
 /// The bridge's address in the root namespace: the test process and browsers reach the hosts
 /// (and the VIP) from here.
 pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -176,7 +179,7 @@ impl Topology {
     pub fn namespace(&self, host: Host) -> Option<String> {
         match self {
             Topology::Loopback { .. } => None,
-            Topology::Hosts { run } => Some(format!("{}-{run}-{host}", crate::network::PREFIX)),
+            Topology::Hosts { run } => Some(format!("{PREFIX}-{run}-{host}")),
         }
     }
 

@@ -1,19 +1,90 @@
-//! HAProxy's view of the servers, read from its stats socket (runtime API, `show stat`).
+//! HAProxy's view of the servers, read from its stats socket (runtime API, `show stat`): where
+//! the socket is (`StatsSocket`, the API roles' shared flags; across hosts every load
+//! balancer, `Peer`), how to read it, and the report `/api/data` shows.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::Args;
 use contract::stat::{Table, TableError};
 use contract::Tier;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::config::Peer;
+/// How long `/api/data` waits for HAProxy's stats socket before reporting it unreachable.
+pub const DEFAULT_STATS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// HAProxy's stats socket (runtime API), which both API roles read: api-main for
+/// `/api/data`, api-fallback while a recovery hint waits. On one entry point that is the
+/// Unix socket; across hosts, every load balancer's TCP socket instead.
+#[derive(Clone, Debug, Args)]
+#[group(skip)]
+pub struct StatsSocket {
+    /// Path of HAProxy's stats socket.
+    #[arg(
+        long = "haproxy-socket",
+        env = "ORIGIN_HAPROXY_SOCKET",
+        value_name = "PATH",
+        default_value = "target/stack/haproxy.sock"
+    )]
+    pub path: PathBuf,
+
+    /// Across hosts: each load balancer's read-only stats address as `name=ip:port`,
+    /// comma-separated, read over TCP (every one at once) instead of the socket. api-main
+    /// reports them all in `/api/data` (`balancers`) and the one that forwarded the request
+    /// as `haproxy`; api-fallback answers a waiting recovery hint once the balancer that
+    /// forwarded it reports both main servers UP.
+    #[arg(
+        long = "haproxy-peers",
+        env = "ORIGIN_HAPROXY_PEERS",
+        value_name = "NAME=ADDR,...",
+        value_delimiter = ',',
+        value_parser = parse_peer
+    )]
+    pub peers: Vec<Peer>,
+
+    /// Longest wait for the socket (connect, command and answer together).
+    #[arg(skip = DEFAULT_STATS_TIMEOUT)]
+    pub timeout: Duration,
+}
+
+/// One load balancer whose stats the API roles read over TCP, across hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its name, e.g. `lb-a`.
+    pub name: String,
+    /// Its `stats socket ipv4@...` address.
+    pub addr: SocketAddr,
+}
+
+impl Peer {
+    /// Whether a request from `from` came through this load balancer: HAProxy connects to an
+    /// origin from its host's own address, the IP of its stats address.
+    pub fn forwarded(&self, from: Option<SocketAddr>) -> bool {
+        from.is_some_and(|from| from.ip() == self.addr.ip())
+    }
+}
+
+pub(crate) fn parse_peer(text: &str) -> Result<Peer, String> {
+    let (name, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=IP:PORT"))?;
+    let addr = addr
+        .parse()
+        .map_err(|error| format!("`{addr}` in `{text}` is not IP:PORT: {error}"))?;
+    if name.is_empty() {
+        return Err(format!("`{text}` has no name before `=`"));
+    }
+    Ok(Peer {
+        name: name.to_owned(),
+        addr,
+    })
+}
 
 /// Largest answer read from the socket; a real `show stat` for this stack is a few kB.
 const MAX_ANSWER_BYTES: u64 = 4 * 1024 * 1024;
@@ -297,6 +368,15 @@ pub fn parse_show_stat(answer: &str) -> Result<StatsTable, StatsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_forwarded_what_came_from_its_address() {
+        let peer = parse_peer("lb-a=198.18.0.11:9100").unwrap();
+        // HAProxy connects from its host's address, on a port of its own choosing.
+        assert!(peer.forwarded(Some("198.18.0.11:41234".parse().unwrap())));
+        assert!(!peer.forwarded(Some("198.18.0.12:41234".parse().unwrap())));
+        assert!(!peer.forwarded(None), "a request without an address");
+    }
 
     #[test]
     fn rejects_answers_without_a_header() {

@@ -27,8 +27,7 @@ use contract::Role;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::config::{Peer, StatsSocket};
-use crate::haproxy_stats::{self, HaproxyReport};
+use crate::haproxy_stats::{self, HaproxyReport, Peer, StatsSocket};
 
 /// How often HAProxy's view is read while someone waits: HAProxy's own checks run every
 /// 500 ms, so a recovery reaches the waiting tabs at most this much after HAProxy saw it.
