@@ -63,6 +63,7 @@ pub struct StackBuilder {
     listen: Option<SocketAddr>,
     dir: Option<PathBuf>,
     hold_sockets: bool,
+    supervised: bool,
 }
 
 impl StackBuilder {
@@ -119,6 +120,14 @@ impl StackBuilder {
     /// refuses connections as it would without socket activation.
     pub fn hold_sockets(mut self) -> StackBuilder {
         self.hold_sockets = true;
+        self
+    }
+
+    /// For a supervisor such as `cargo xtask up`: every process in a process group of its
+    /// own, so a Ctrl-C in the terminal reaches the supervisor alone, which stops them in
+    /// order. Without it a Ctrl-C of a test run reaches every process too.
+    pub fn supervised(mut self) -> StackBuilder {
+        self.supervised = true;
         self
     }
 
@@ -184,6 +193,7 @@ impl StackBuilder {
                 .unwrap_or_else(|| origin_binary().to_owned()),
             topology,
             hold_sockets: self.hold_sockets,
+            supervised: self.supervised,
             log_files: self.dir.is_some(),
             network,
             dir,
@@ -303,6 +313,7 @@ pub struct Stack {
     origin: PathBuf,
     pub(crate) topology: Topology,
     hold_sockets: bool,
+    supervised: bool,
     log_files: bool,
     // After the processes, so each is reaped before its namespace goes.
     network: Option<Network>,
@@ -329,6 +340,7 @@ impl Stack {
             listen: None,
             dir: None,
             hold_sockets: false,
+            supervised: false,
         }
     }
 
@@ -356,17 +368,18 @@ impl Stack {
         self.file(&self.haproxy_name(host), "state")
     }
 
-    /// `spec` with the stack's settings: its directory as the working directory, its own
-    /// process group (a Ctrl-C in `up`'s terminal reaches `up` alone, and killing the group
-    /// takes children too), a log file if kept.
+    /// `spec` with the stack's settings: its directory as the working directory, a process
+    /// group of its own when supervised, a log file if kept.
     fn with_settings(&self, spec: ProcessSpec) -> ProcessSpec {
         let log = self.file(spec.name(), "log");
-        let spec = spec.current_dir(self.dir.path()).own_process_group();
-        if self.log_files {
-            spec.log_file(log)
-        } else {
-            spec
+        let mut spec = spec.current_dir(self.dir.path());
+        if self.supervised {
+            spec = spec.own_process_group();
         }
+        if self.log_files {
+            spec = spec.log_file(log);
+        }
+        spec
     }
 
     /// A listening socket for `role` on `listen`, when the stack holds them.
@@ -494,7 +507,13 @@ impl Stack {
                 link
             }
         };
-        let spec = ProcessSpec::new(name, program)
+        let mut spec = ProcessSpec::new(name, program);
+        if self.network.is_some() {
+            // Its own group: a SIGKILL to the group takes the workers too, as a crashed host
+            // would ([`Stack::fail_balancer`]).
+            spec = spec.own_process_group();
+        }
+        let spec = spec
             .args(["-W", "-db", "-f"])
             .arg(&self.config)
             .readiness(Readiness::Accepts(

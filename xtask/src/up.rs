@@ -79,7 +79,8 @@ pub fn up(args: &UpArgs) -> Result<()> {
         .build_id(build_id())
         .origin(origin)
         .dir(std::path::absolute(files::stack_dir())?)
-        .hold_sockets();
+        .hold_sockets()
+        .supervised();
     let builder = if args.hosts {
         builder.hosts()
     } else {
