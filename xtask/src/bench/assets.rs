@@ -6,7 +6,7 @@ use std::fs;
 use anyhow::{bail, Context, Result};
 use driver::{Stack, HAPROXY_FILE_LIMIT, HAPROXY_FILE_WARNING as WARNING_BYTES};
 
-use super::{thousands, Bench, Figure, FigureId, Goal, Series, Unit};
+use super::harness::{thousands, Bench, Figure, FigureId, Goal, Series, Unit};
 
 /// One asset: its URL, the file HAProxy answers it from, and the raw file.
 struct Asset {
@@ -83,7 +83,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
         );
         largest.push(max as f64);
     }
-    super::stop_stack(stack);
+    super::harness::stop_stack(stack);
 
     let mut findings = vec![
         format!(

@@ -8,8 +8,10 @@ use std::{fs, process::Command, thread, time::Duration};
 use anyhow::{bail, Context, Result};
 use driver::Stack;
 
+use super::harness::{
+    output_within, thousands, Bench, Figure, FigureId, Goal, Series, Summary, Unit,
+};
 use super::throughput::parse_wrk;
-use super::{output_within, thousands, Bench, Figure, FigureId, Goal, Series, Unit};
 
 /// Concurrent keep-alive connections, per step.
 const CONNECTIONS: [u32; 2] = [1_000, 5_000];
@@ -111,7 +113,7 @@ fn one_step(bench: &Bench, config: &std::path::Path, connections: u32) -> Result
         }
         wrk.join().expect("the wrk thread")
     })?;
-    super::stop_stack(stack);
+    super::harness::stop_stack(stack);
     let text = String::from_utf8_lossy(&output.stdout);
     let report = parse_wrk(&text).context("wrk's report")?;
     if report.non_2xx + report.socket_errors > report.requests * 0.01 {
@@ -164,7 +166,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
     let series = |variant: usize, label: &str| {
         let [small, large] = &peaks[variant];
         let mut series = Series::new(label, large.clone(), Unit::Megabytes);
-        let median = super::Summary::of(small).map_or(f64::NAN, |s| s.median);
+        let median = Summary::of(small).map_or(f64::NAN, |s| s.median);
         series.detail = Some(format!(
             "at 5,000 connections; at 1,000: {}",
             Unit::Megabytes.format(median)

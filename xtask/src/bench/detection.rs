@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use driver::{Role, Stack};
 
-use super::{Bench, Figure, FigureId, Goal, Rng, Series, Unit};
+use super::harness::{Bench, Figure, FigureId, Goal, Rng, Series, Unit};
 
 /// How often `/` is asked while waiting for maintenance.
 const POLL: Duration = Duration::from_millis(10);
@@ -62,7 +62,7 @@ pub fn measure(bench: &Bench, fault: Fault) -> Result<Figure> {
             bench.progress(id, run, label, &Unit::Seconds.format(seconds));
             values.push(seconds);
         }
-        super::stop_stack(stack);
+        super::harness::stop_stack(stack);
         series.push(Series::new(label, values, Unit::Seconds));
     }
     let comparator = series.pop().context("two variants were measured")?;

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result};
 use driver::{http::Request, BalancerFault, Host, Stack, SITE_PORT, VIP};
 
-use super::{thousands, Bench, Figure, FigureId, Goal, Series, Summary, Unit};
+use super::harness::{thousands, Bench, Figure, FigureId, Goal, Series, Summary, Unit};
 use crate::loadgen::{self, LoadSpec};
 
 /// The steady load through the VIP, as in P4.

@@ -9,7 +9,7 @@ use std::{cmp::Reverse, collections::BinaryHeap, fs};
 use anyhow::{Context, Result};
 use client::recovery::{Action, Config, Event, HealthReport, HintAnswer, Outcome, RecoveryMachine};
 
-use super::{thousands, Bench, Figure, FigureId, Goal, Rng, Series, Unit};
+use super::harness::{thousands, Bench, Figure, FigureId, Goal, Rng, Series, Summary, Unit};
 
 /// Simulated tabs.
 const TABS: usize = 10_000;
@@ -376,8 +376,8 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
         }
     }
     let detail = |variant: usize| {
-        let peak = super::Summary::of(&peaks[variant]).map_or(0.0, |s| s.median);
-        let back = super::Summary::of(&back[variant]).map_or(0.0, |s| s.median);
+        let peak = Summary::of(&peaks[variant]).map_or(0.0, |s| s.median);
+        let back = Summary::of(&back[variant]).map_or(0.0, |s| s.median);
         format!(
             "both entry patterns; peak {} probe pairs/s; all back {:.1} s after recovery",
             thousands(peak),

@@ -19,12 +19,9 @@ use std::{
 use anyhow::{bail, Context, Result};
 use driver::{Role, ServerStat, Stack};
 
-use super::{
-    detection::{self, Fault},
-    output_within, thousands,
-    throughput::{parse_wrk, WrkReport},
-    Bench, Figure, FigureId, Goal, Series, Unit,
-};
+use super::detection::{self, Fault};
+use super::harness::{output_within, thousands, Bench, Figure, FigureId, Goal, Series, Unit};
+use super::throughput::{parse_wrk, WrkReport};
 
 /// The commit whose haproxy.cfg had no `maxconn` and no `timeout queue`.
 const BEFORE: &str = "fb411fa";
@@ -297,7 +294,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
                 ));
             }
             totals[variant].push(total);
-            super::stop_stack(stack);
+            super::harness::stop_stack(stack);
         }
     }
     findings.push(String::new());
@@ -400,7 +397,7 @@ pub fn measure_crash(bench: &Bench) -> Result<Figure> {
                 stack.wait_server_status(role, "UP", RECOVERY);
             }
         }
-        super::stop_stack(stack);
+        super::harness::stop_stack(stack);
         series.push(Series::new(*label, values, Unit::Seconds));
     }
     let comparator = series.pop().context("two variants were measured")?;

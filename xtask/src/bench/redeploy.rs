@@ -22,7 +22,9 @@ use nix::{
     unistd::Pid,
 };
 
-use super::{output_within, thousands, Bench, Figure, FigureId, Goal, Series, Unit};
+use super::harness::{
+    output_within, thousands, Bench, Figure, FigureId, Goal, Series, Summary, Unit,
+};
 use crate::loadgen::{self, LoadReport, LoadSpec};
 
 /// Redeploys (or restarts) per run.
@@ -278,8 +280,7 @@ fn compare(
     drop(up);
     let detail = |variant: usize| {
         let values = &maintenance[variant];
-        let summary =
-            super::Summary::of(values).map_or((0.0, 0.0, 0.0), |s| (s.median, s.min, s.max));
+        let summary = Summary::of(values).map_or((0.0, 0.0, 0.0), |s| (s.median, s.min, s.max));
         format!(
             "maintenance answers {} [{}–{}]",
             thousands(summary.0),

@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, fs, process::Command, thread, time::Duration};
 
-use super::{FigureId, Outcome};
+use super::harness::{FigureId, Outcome};
 
 /// What the figures were measured on.
 pub struct Machine {

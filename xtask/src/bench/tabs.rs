@@ -13,7 +13,7 @@ use driver::{Role, Stack};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::{Bench, Figure, FigureId, Goal, Rng, Series, Summary, Unit};
+use super::harness::{Bench, Figure, FigureId, Goal, Rng, Series, Summary, Unit};
 
 /// Open tabs, each a Chromium of its own (a visible window: hidden tabs pause probing).
 const TABS: usize = 5;
@@ -351,7 +351,7 @@ fn one_run(bench: &Bench, tabs: &[Browser], www: &Path, outage: Duration) -> Res
             .map_err(anyhow::Error::msg)?;
         tab.goto("about:blank");
     }
-    super::stop_stack(stack);
+    super::harness::stop_stack(stack);
     let mut seconds = Vec::new();
     let mut after_healthy = Vec::new();
     for (i, (shown, seen)) in back.into_iter().flatten().enumerate() {

@@ -13,7 +13,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use driver::{ProcessSpec, Readiness, Role, ServerProcess, Stack, Tier};
 use tempfile::TempDir;
 
-use super::{output_within, thousands, Bench, Figure, FigureId, Goal, Series, Summary, Unit};
+use super::harness::{
+    output_within, thousands, Bench, Figure, FigureId, Goal, Series, Summary, Unit,
+};
 
 /// The file requested: small, so the figure is about request handling, not bandwidth.
 const PATH: &str = "/index.html";
@@ -306,7 +308,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
         }
     }
     drop(nginx);
-    super::stop_stack(stack);
+    super::harness::stop_stack(stack);
 
     let series = |variant: usize, label: &str| {
         let runs = &reports[variant];

@@ -10,7 +10,7 @@ use driver::Stack;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::{Bench, Figure, FigureId, Goal, Series, Summary, Unit};
+use super::harness::{Bench, Figure, FigureId, Goal, Series, Summary, Unit};
 
 /// Navigations per run and variant.
 const NAVIGATIONS: usize = 50;
@@ -110,7 +110,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
         }
         let times = navigate(&tab, &stack, run, false)?;
         drop(tab);
-        super::stop_stack(stack);
+        super::harness::stop_stack(stack);
         let plain = Summary::of(&times).map_or(f64::NAN, |s| s.median);
         bench.progress(
             FigureId::P10,
@@ -139,7 +139,7 @@ pub fn measure(bench: &Bench) -> Result<Figure> {
         );
         let times = navigate(&tab, &stack, run, true)?;
         drop(tab);
-        super::stop_stack(stack);
+        super::harness::stop_stack(stack);
         let controlled = Summary::of(&times).map_or(f64::NAN, |s| s.median);
         bench.progress(
             FigureId::P10,
