@@ -49,10 +49,12 @@ pub enum FigureId {
     P12,
     /// Across hosts: the VIP holder's HAProxy killed or its host cut off, under load.
     P13,
+    /// Across hosts: ten redeploys of api-main under fixed-rate load through the VIP.
+    P14,
 }
 
 impl FigureId {
-    pub const ALL: [FigureId; 13] = [
+    pub const ALL: [FigureId; 14] = [
         FigureId::P1,
         FigureId::P2,
         FigureId::P3,
@@ -66,11 +68,12 @@ impl FigureId {
         FigureId::P11,
         FigureId::P12,
         FigureId::P13,
+        FigureId::P14,
     ];
 
     /// The order figures are measured in: the quick ones first, P4 last (it needs the
     /// redeploy verb and the load generator).
-    pub const MEASURE_ORDER: [FigureId; 13] = [
+    pub const MEASURE_ORDER: [FigureId; 14] = [
         FigureId::P6,
         FigureId::P7,
         FigureId::P10,
@@ -84,6 +87,7 @@ impl FigureId {
         FigureId::P13,
         FigureId::P4,
         FigureId::P11,
+        FigureId::P14,
     ];
 
     /// One line saying what the figure measures.
@@ -111,6 +115,9 @@ impl FigureId {
             }
             FigureId::P13 => {
                 "across hosts, 1,000 req/s through the VIP: the VIP holder fails until the VIP moves"
+            }
+            FigureId::P14 => {
+                "across hosts, 1,000 req/s through the VIP: 10 redeploys of api-main, failed requests"
             }
         }
     }

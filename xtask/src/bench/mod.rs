@@ -14,6 +14,7 @@
 //! | P10 | [`worker_cost`] | what the last-resort service worker adds to a navigation |
 //! | P8, P9 | [`overload`] | a crowd up to 16× api-main's best: maintenance answers, servers down, queue; a crash in it |
 //! | P13 | [`failover`] | across hosts: the VIP holder's HAProxy killed or its host cut off under fixed-rate load |
+//! | P14 | [`redeploy`] | across hosts: failed requests over ten redeploys through the VIP, `up --hosts` |
 //!
 //! [`harness`] is what every figure shares (it imports none of them); [`report`] describes
 //! the machine and writes the table. Benchmarks report: a slow result is
@@ -175,6 +176,7 @@ fn measure(bench: &Bench, id: FigureId) -> Outcome {
         FigureId::P10 => worker_cost::measure(bench),
         FigureId::P12 => buffers::measure(bench),
         FigureId::P13 => failover::measure(bench),
+        FigureId::P14 => redeploy::measure_across_hosts(bench),
     }));
     match result {
         Ok(Ok(figure)) => Outcome::Measured(Box::new(figure)),

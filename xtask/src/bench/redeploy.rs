@@ -84,19 +84,29 @@ struct Up {
 }
 
 impl Up {
-    fn start(bench: &Bench) -> Result<Up> {
-        let dir = env::current_dir()?.join(&bench.dir).join("p4-stack");
+    /// `up` on a free loopback port, or across hosts (`--hosts`: the site on the VIP).
+    fn start(bench: &Bench, hosts: bool) -> Result<Up> {
+        let name = if hosts { "p14-stack" } else { "p4-stack" };
+        let dir = env::current_dir()?.join(&bench.dir).join(name);
         if dir.exists() {
             fs::remove_dir_all(&dir)
                 .with_context(|| format!("could not clear {}", dir.display()))?;
         }
         fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, driver::free_port()));
+        let (addr, place) = if hosts {
+            (
+                SocketAddr::from((driver::VIP, driver::SITE_PORT)),
+                vec!["--hosts".to_owned()],
+            )
+        } else {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, driver::free_port()));
+            (addr, vec!["--listen".to_owned(), addr.to_string()])
+        };
         let spec = ProcessSpec::new("xtask up", &bench.xtask)
             .arg("--stack-dir")
             .arg(&dir)
-            .args(["up", "--no-build", "--listen"])
-            .arg(addr.to_string())
+            .args(["up", "--no-build"])
+            .args(place)
             .log_file(dir.join("up.out"))
             // Ctrl-C reaches the benchmark, whose guards then stop this stack in order.
             .own_process_group();
@@ -218,7 +228,25 @@ pub fn measure_restarts(bench: &Bench) -> Result<Figure> {
     )
 }
 
-/// Runs `methods` (ours, then the comparator) alternately on one stack, `bench.runs` times.
+/// Measures P14: P4 across hosts.
+pub fn measure_across_hosts(bench: &Bench) -> Result<Figure> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("P14 runs `up --hosts` (network namespaces): run the benchmark as root");
+    }
+    compare(
+        bench,
+        FigureId::P14,
+        [Method::Redeploy, Method::RestartCold],
+        "0 failed requests and 0 maintenance answers (every run)",
+        "Ours: `cargo xtask redeploy api` across hosts: a new api-main on its host's other \
+         port (8080 or 8081), probed from lb-a, both load balancers' slots moved to it with \
+         the runtime API, the old one drained and stopped. Comparator: `cargo xtask restart \
+         --cold api-main` on its host, under the same load.",
+    )
+}
+
+/// Runs `methods` (ours, then the comparator) alternately on one stack, `bench.runs` times;
+/// P14's stack runs across hosts.
 fn compare(
     bench: &Bench,
     id: FigureId,
@@ -226,7 +254,8 @@ fn compare(
     goal: &str,
     variants: &str,
 ) -> Result<Figure> {
-    let mut up = Up::start(bench)?;
+    let hosts = id == FigureId::P14;
+    let mut up = Up::start(bench, hosts)?;
     let mut failures = [Vec::new(), Vec::new()];
     let mut maintenance = [Vec::new(), Vec::new()];
     let mut findings = Vec::new();
@@ -295,6 +324,7 @@ fn compare(
     let mut comparator = Series::new(methods[1].label(), base_failures, Unit::Count);
     comparator.detail = Some(detail(1));
     let no_failures = ours.summary().is_some_and(|s| s.max == 0.0);
+    // P4's goal is about failed requests alone; P11's and P14's also about maintenance.
     let met = no_failures && (id == FigureId::P4 || ours_clean);
     Ok(Figure {
         id,
@@ -304,9 +334,8 @@ fn compare(
         },
         findings,
         method: format!(
-            "`cargo xtask up --no-build` of this xtask binary (release origin servers, \
-             haproxy.cfg as is) with its own `--stack-dir` (target/bench/p4-stack) on a free \
-             loopback port. Per run, the load generator (xtask/src/loadgen.rs: open loop, \
+            "`cargo xtask up --no-build{}` of this xtask binary (release origin servers, \
+             haproxy.cfg as is) with its own `--stack-dir` (target/bench/{}){}. Per run, the load generator (xtask/src/loadgen.rs: open loop, \
              fixed rate, keep-alive) sends {RATE_PER_S} requests/s over {CONNECTIONS} \
              connections to {} in turn; after 1 s, api-main is replaced {OPERATIONS} times in \
              a row, each time waiting until `/` is the dashboard and `/api/healthz` answers \
@@ -315,6 +344,14 @@ fn compare(
              not a maintenance answer, or one never sent; a maintenance answer is a 503 saying \
              \"maintenance\" (HAProxy's page or the API fallback's JSON). Variants alternate \
              within each run on the same stack.\n\n{variants}",
+            if hosts { " --hosts" } else { "" },
+            if hosts { "p14-stack" } else { "p4-stack" },
+            if hosts {
+                ": each server in a network namespace of its own, two HAProxy behind \
+                 keepalived's VIP, the load through the VIP"
+            } else {
+                " on a free loopback port"
+            },
             PATHS
                 .iter()
                 .map(|p| format!("`{p}`"))
