@@ -48,8 +48,12 @@ impl Network {
         }
         let lock = File::create(LOCK_FILE)
             .map_err(|error| format!("cannot open the lock file {LOCK_FILE}: {error}"))?;
-        lock.lock()
-            .map_err(|error| format!("cannot lock {LOCK_FILE}: {error}"))?;
+        if lock.try_lock().is_err() {
+            // Another test or `up --hosts` has the bridge; say why nothing happens yet.
+            println!("hosts: another multi-host stack runs ({LOCK_FILE}); waiting for it to stop");
+            lock.lock()
+                .map_err(|error| format!("cannot lock {LOCK_FILE}: {error}"))?;
+        }
         remove_leftovers()?;
         let run = format!(
             "{:06x}",

@@ -91,7 +91,9 @@ impl Stack {
         let stopped = origin.process.terminate(STOP_TIMEOUT);
         // The new socket takes the same address: this one must be closed first.
         origin.process.close_listener();
-        let new = self.start_origin(role, listen, &build_id)?;
+        let new = self
+            .start_origin(role, listen, &build_id)
+            .map_err(|error| format!("{role} was stopped but did not start again: {error}"))?;
         let pid = new.process.pid();
         self.origins[role as usize] = new;
         Ok(format!(

@@ -213,10 +213,15 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    /// (Re)writes every process's pid and address file, and the site's.
-    fn write_runtime_files(&self) {
+    /// (Re)writes the pid and address file of every running process, and the site's; a
+    /// process that has exited keeps none.
+    fn write_runtime_files(&mut self) {
         let mut written = files::write_site(self.stack.addr());
-        for process in self.stack.processes() {
+        for process in self.stack.processes_mut() {
+            if !process.is_running() {
+                let _ = fs::remove_file(files::pid_file(process.name()));
+                continue;
+            }
             written = written.and_then(|()| {
                 files::write_runtime_files(process.name(), process.pid(), process.try_addr())
             });
