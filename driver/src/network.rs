@@ -190,8 +190,10 @@ impl Network {
     /// (`haproxy_pid`) runs: VRRP by unicast to the other balancer only, its configuration
     /// and pid files in `dir`/keepalived-<host>/.
     ///
-    /// A `vrrp_script` looks once a second (`exe`: a zombie has none): `track_process` found no process from inside a
-    /// network namespace here ("quorum not achieved", keepalived 2.2.7).
+    /// A `vrrp_script` looks once a second (`exe`: a zombie has none), not `track_process`:
+    /// that needs the kernel's process-events connector, which exists only in the initial
+    /// network namespace (keepalived 2.2.7 logs errno 111 and stays in FAULT here), and
+    /// keepalived refuses a script interval under 1 s.
     pub fn keepalived(
         &self,
         host: Host,

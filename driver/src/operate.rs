@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use contract::{Role, Tier};
 use nix::sys::signal::Signal;
 
-use crate::http::Request;
+use crate::http::{Request, Response};
 use crate::paths::haproxy_binary;
 use crate::process::ServerProcess;
 use crate::stack::{Origin, Stack, START_TIMEOUT};
@@ -401,11 +401,7 @@ impl Stack {
                 // Nothing more to wait for: hand the exit out as the (successful) outcome.
                 return Ok(Err(status));
             }
-            let answer = self
-                .topology
-                .near_origins(|| Request::get(&url).timeout(PROBE_TIMEOUT).send())
-                .and_then(|sent| sent)
-                .map_err(|error| error.to_string())?;
+            let answer = self.probe(&url)?;
             answered += 1;
             if contract::is_healthy(answer.status) && answer.text().contains(&wanted) {
                 Ok(Ok(answered))
@@ -480,14 +476,19 @@ impl Stack {
         .map_err(|timed_out| timed_out.to_string())
     }
 
+    /// GET `url` of an origin directly, from where origins can be reached
+    /// ([`crate::Topology::near_origins`]), within [`PROBE_TIMEOUT`].
+    fn probe(&self, url: &str) -> Result<Response, String> {
+        self.topology
+            .near_origins(|| Request::get(url).timeout(PROBE_TIMEOUT).send())
+            .and_then(|sent| sent)
+            .map_err(|error| error.to_string())
+    }
+
     /// The number of requests the server at `addr` has answered, from its Prometheus metrics.
     fn requests_answered(&self, addr: SocketAddr) -> Result<u64, String> {
         let url = format!("http://{addr}/metrics");
-        let answer = self
-            .topology
-            .near_origins(|| Request::get(&url).timeout(PROBE_TIMEOUT).send())
-            .and_then(|sent| sent)
-            .map_err(|error| error.to_string())?;
+        let answer = self.probe(&url)?;
         if answer.status != 200 {
             return Err(format!("GET {url} answered {}", answer.status));
         }

@@ -182,7 +182,7 @@ fn across_hosts_redeploys_and_restarts_fail_no_request() {
             "`restart {role}` left the same process"
         );
     }
-    // Both balancers reload; the VIP stays where it is.
+    // Both balancers reload, under the same load.
     assert_success(&stack.xtask(&["restart", "haproxy"]), &stack);
     let (report, printed) = load.stop();
     println!("{printed}");
